@@ -1,0 +1,1 @@
+"""One module per ``harness`` subcommand; see :mod:`harness.cli`."""

@@ -1,0 +1,31 @@
+"""``harness list [detectors|suites|analyses]``."""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from harness.plugins import KINDS, get_plugins
+
+PLURAL = {"detectors": "detector", "suites": "suite", "analyses": "analysis"}
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("list", help="list registered detectors, suites and analyses")
+    parser.add_argument("kind", nargs="?", choices=sorted(PLURAL), help="only this kind")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    plugins = get_plugins()
+    kinds = [PLURAL[args.kind]] if args.kind else list(KINDS)
+    for kind in kinds:
+        rows = [
+            (name, cls.description.strip().splitlines()[0] if cls.description else "", cls.reference,
+             plugins.owner(kind, name).name)
+            for name, cls in sorted(plugins.registry[kind].items())
+        ]
+        title = {v: k for k, v in PLURAL.items()}[kind]
+        print(f"{title}:")
+        print(tabulate(rows, headers=["name", "description", "reference", "plugin"]) if rows else "  (none)")
+        print()
+    return 0

@@ -1,0 +1,110 @@
+"""From samples to batches: decoding, the detector's input policy, skipped-file reporting.
+
+A file that cannot be decoded never crashes a worker: its item carries the reason, the
+collate function drops it from the batch and hands it on in ``batch["skipped"]`` so that
+the loop can count and list it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from harness.images import ImageDecodeError, load_image
+from harness.suite import Sample
+
+ImageTransform = Callable[[Image.Image], Image.Image]
+
+
+class SampleDataset(Dataset):
+    """Samples -> detector inputs.
+
+    ``transform`` (optional) is applied to the decoded image before the input policy, the
+    same way to real and fake images (corruption analyses use it). With ``with_pairs`` a
+    fake's paired real image is decoded too and gets the same geometry (same random crop).
+    In training, each item's randomness comes from ``seed``, ``epoch`` and its index, so a
+    resumed run draws the same crops.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        detector,
+        *,
+        train: bool = False,
+        transform: ImageTransform | None = None,
+        with_pairs: bool = False,
+        seed: int = 0,
+    ):
+        self.samples = list(samples)
+        self.detector = detector
+        self.train = train
+        self.transform = transform
+        self.with_pairs = with_pairs
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _generator(self, index: int) -> torch.Generator | None:
+        if not self.train:
+            return None
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        try:
+            image = load_image(sample.path)
+            images = [image]
+            has_pair = bool(self.with_pairs and sample.pair and sample.label == 1)
+            if has_pair:
+                pair = load_image(sample.pair)
+                if pair.size != image.size:
+                    pair = pair.resize(image.size, Image.BICUBIC)
+                images.append(pair)
+            if self.transform is not None:
+                images = [self.transform(img) for img in images]
+            tensors = self.detector.preprocess(images, train=self.train, generator=self._generator(index))
+        except ImageDecodeError as exc:
+            return {"index": index, "error": exc.reason}
+        item = {"index": index, "x": tensors[0], "label": sample.label, "error": None}
+        if self.with_pairs:
+            item["pair"] = tensors[1] if has_pair else torch.zeros_like(tensors[0])
+            item["has_pair"] = has_pair
+        return item
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the decodable items; pass the others on as ``skipped`` (index, reason)."""
+    ok = [it for it in items if it["error"] is None]
+    batch: dict[str, Any] = {"skipped": [(it["index"], it["error"]) for it in items if it["error"] is not None]}
+    batch["index"] = torch.tensor([it["index"] for it in ok], dtype=torch.long)
+    if ok:
+        batch["x"] = torch.stack([it["x"] for it in ok])
+        batch["label"] = torch.tensor([it["label"] for it in ok], dtype=torch.long)
+        if "pair" in ok[0]:
+            batch["pair"] = torch.stack([it["pair"] for it in ok])
+            batch["has_pair"] = torch.tensor([it["has_pair"] for it in ok], dtype=torch.bool)
+    return batch
+
+
+def make_loader(dataset: Dataset, *, batch_size: int, workers: int = 0, shuffle: bool = False,
+                sampler=None, pin_memory: bool = False, generator: torch.Generator | None = None) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        generator=generator,
+    )

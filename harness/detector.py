@@ -1,0 +1,211 @@
+"""The detector contract.
+
+A detector is one module: the model (an ``nn.Module``), its input policy, its checkpoint
+adapter and, when it can be trained, its training step. The harness owns everything else
+(loops, metrics, caching, provenance, distribution).
+
+Conventions every detector follows:
+
+- ``preprocess`` turns decoded RGB images into input tensors with values in [0, 1],
+  *before* normalisation. Analyses that mask or corrupt inputs work in that space.
+- ``forward`` normalises internally and returns one raw logit per image, shape ``[B]``,
+  whose sigmoid is P(fake). A model whose official head says class 1 = real converts here.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+from harness.config import merge
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+GEOMETRIES = ("center_crop", "resize", "resize_crop", "tile_crop", "custom")
+
+
+@dataclass(frozen=True)
+class InputPolicy:
+    """How a decoded image becomes the detector's input; recorded with every score.
+
+    geometry:
+      - ``center_crop``: pad with ``pad_value`` up to ``size`` where smaller, then crop ``size``
+        (centre at test, random in training);
+      - ``resize``: resize to ``size`` x ``size``;
+      - ``resize_crop``: resize the shorter side to ``resize_to``, then crop ``size``;
+      - ``tile_crop``: tile an image smaller than ``size`` until it covers it, then crop;
+      - ``custom``: the detector's own ``preprocess`` (described in ``description``).
+    """
+
+    geometry: str
+    size: int
+    resize_to: int | None = None
+    pad_value: int = 0
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    patch_grid: int | None = None
+    flip: bool = False
+    description: str = ""
+
+    def __post_init__(self):
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"unknown geometry {self.geometry!r}; expected one of {GEOMETRIES}")
+        if self.geometry == "resize_crop" and not self.resize_to:
+            raise ValueError("geometry 'resize_crop' needs resize_to")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pad_to(x: torch.Tensor, size: int, value: float) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph == 0 and pw == 0:
+        return x
+    return TF.pad(x, [pw // 2, ph // 2, pw - pw // 2, ph - ph // 2], fill=value)
+
+
+def _tile_to(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    reps_h, reps_w = -(-size // h), -(-size // w)
+    return x.repeat(1, reps_h, reps_w) if (reps_h > 1 or reps_w > 1) else x
+
+
+def _crop_origin(h: int, w: int, size: int, train: bool, generator: torch.Generator | None):
+    if not train:
+        return (h - size) // 2, (w - size) // 2
+    top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
+    return top, left
+
+
+def apply_policy(
+    policy: InputPolicy,
+    images: list[Image.Image],
+    *,
+    train: bool = False,
+    generator: torch.Generator | None = None,
+) -> list[torch.Tensor]:
+    """Apply one policy's geometry to images of the same size, with one shared random draw.
+
+    Sharing the draw keeps an image and its paired real image aligned patch for patch.
+    Returns float tensors ``[3, size, size]`` in [0, 1], not normalised.
+    """
+    tensors = [TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True) for img in images]
+    size = policy.size
+    if policy.geometry == "resize":
+        tensors = [TF.resize(t, [size, size], antialias=True) for t in tensors]
+    else:
+        if policy.geometry == "resize_crop":
+            tensors = [TF.resize(t, policy.resize_to, antialias=True) for t in tensors]
+        elif policy.geometry == "tile_crop":
+            tensors = [_tile_to(t, size) for t in tensors]
+        tensors = [_pad_to(t, size, policy.pad_value / 255.0) for t in tensors]
+        h, w = tensors[0].shape[-2:]
+        top, left = _crop_origin(h, w, size, train, generator)
+        tensors = [t[:, top : top + size, left : left + size] for t in tensors]
+    if train and policy.flip and bool(torch.rand((), generator=generator) < 0.5):
+        tensors = [t.flip(-1) for t in tensors]
+    return [t.contiguous() for t in tensors]
+
+
+class Detector(nn.Module):
+    """Base class of every detector plugin.
+
+    Subclasses set the class attributes, build their model in ``__init__`` from
+    ``self.config`` and implement ``forward``. Everything else has a working default.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    #: Default configuration; the run's ``[detector]`` section is layered on top.
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: The published training recipe (epochs, batch_size, lr, ...): the run's ``[train]`` defaults.
+    training: ClassVar[dict[str, Any]] = {}
+    #: Named scaled-down overlays, e.g. ``{"mini": {"detector": {...}, "train": {...}}}``; a
+    #: benchmark protocol picks one and the run records that it did.
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Whether ``training_step`` is meaningful (``harness run`` trains when no weights are given).
+    trainable: ClassVar[bool] = True
+    #: Whether the training step wants each fake's paired real image (``batch["pair"]``).
+    needs_pairs: ClassVar[bool] = False
+
+    def __init__(self, config: dict[str, Any] | None = None):
+        super().__init__()
+        self.config = merge(copy.deepcopy(self.defaults), config or {})
+
+    # -- input -----------------------------------------------------------------------------
+    def input_policy(self, train: bool = False) -> InputPolicy:
+        raise NotImplementedError
+
+    def preprocess(
+        self, images: list[Image.Image], *, train: bool = False, generator: torch.Generator | None = None
+    ) -> list[torch.Tensor]:
+        """Decoded RGB images (same size) -> input tensors in [0, 1], geometry shared."""
+        return apply_policy(self.input_policy(train), images, train=train, generator=generator)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        policy = self.input_policy(False)
+        if policy.mean is None:
+            return x
+        mean = torch.tensor(policy.mean, device=x.device, dtype=x.dtype).view(3, 1, 1)
+        std = torch.tensor(policy.std, device=x.device, dtype=x.dtype).view(3, 1, 1)
+        return (x - mean) / std
+
+    # -- model -----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Input batch (values in [0, 1]) -> raw logits ``[B]``; sigmoid = P(fake)."""
+        raise NotImplementedError
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The tensors a harness checkpoint stores (override to store only adapters + head)."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load a checkpoint; the default reads a harness safetensors checkpoint.
+
+        Plugins override this with their official-checkpoint adapter and fall back to
+        ``super().load_weights`` for harness checkpoints.
+        """
+        from harness.checkpoints import load_state
+
+        state = load_state(path)
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        own = set(self.checkpoint_state())
+        missing = [k for k in missing if k in own]
+        if missing or unexpected:
+            from harness.errors import HarnessError
+
+            raise HarnessError(
+                f"checkpoint {path} does not fit detector '{self.name}': "
+                f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+
+    # -- training --------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One step's losses; ``batch`` has ``x`` [B,...], ``label`` [B] (1 = fake) and, for
+        detectors with ``needs_pairs``, ``pair`` [B,...] and ``has_pair`` [B].
+        Returns a dict with at least ``loss``. The default is BCE on the logits."""
+        logits = self(batch["x"])
+        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), batch["label"].float())
+        return {"loss": loss}
+
+    def parameters_to_train(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizer(self, params) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=self.config.get("lr", 1e-4), weight_decay=self.config.get("weight_decay", 0.0))
+

@@ -1,0 +1,131 @@
+"""Run folders: resolved configuration, environment, log; seeding and device selection."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import random
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError
+
+log = logging.getLogger("harness")
+
+TRACKED_PACKAGES = (
+    "aigi-harness", "torch", "torchvision", "numpy", "pillow", "scikit-learn", "pandas",
+    "open_clip_torch", "timm", "peft", "safetensors", "pluggy",
+)
+
+
+def config_hash(config: dict) -> str:
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise HarnessError(f"--device {requested} asked for, but CUDA is not available on this machine")
+    if requested not in ("cpu",) and not requested.startswith("cuda"):
+        raise HarnessError(f"unknown device '{requested}': use cpu, cuda, cuda:N or auto")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # Same configuration and seed on CPU -> same numbers; GPU kernels may still differ.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def git_revision(path: Path | None = None) -> str | None:
+    path = path or Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=path, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        return out + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device, seed: int) -> dict[str, Any]:
+    packages = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    from harness.plugins import get_plugins
+
+    plugins = {info.name: {"distribution": info.distribution, "version": info.version, "broken": info.broken}
+               for info in get_plugins().info.values()}
+    hardware = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count()}
+    if device.type == "cuda":
+        hardware["gpu"] = torch.cuda.get_device_name(device)
+        hardware["gpu_count"] = torch.cuda.device_count()
+    return {
+        "python": platform.python_version(),
+        "packages": packages,
+        "plugins": plugins,
+        "git_revision": git_revision(),
+        "device": str(device),
+        "hardware": hardware,
+        "seed": seed,
+        "torch_threads": torch.get_num_threads(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+@dataclass
+class Run:
+    """One run's folder under ``runs/`` and what was decided for it."""
+
+    dir: Path
+    config: dict
+    device: torch.device
+    seed: int
+
+    def write_json(self, name: str, payload: Any) -> Path:
+        path = self.dir / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        tmp.replace(path)
+        return path
+
+
+def start_run(config: dict, label: str, is_main_process: bool = True) -> Run:
+    """Create the run folder, write the resolved configuration and environment, start the log."""
+    run_cfg = config["run"]
+    seed = int(run_cfg.get("seed", 0))
+    device = select_device(str(run_cfg.get("device", "auto")))
+    seed_everything(seed)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    run_dir = Path(run_cfg.get("dir") or Path(run_cfg.get("out", "runs")) / f"{stamp}-{label}-{config_hash(config)}")
+    run = Run(dir=run_dir, config=config, device=device, seed=seed)
+    if is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run.write_json("config.json", config)
+        run.write_json("environment.json", environment(device, seed))
+        handler = logging.FileHandler(run_dir / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+        log.info("run folder %s, device %s, seed %d", run_dir, device, seed)
+    return run

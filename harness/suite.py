@@ -1,0 +1,60 @@
+"""The suite (dataset) contract."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Iterator
+
+from harness.config import merge
+
+REAL, FAKE = 0, 1
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a suite.
+
+    ``path`` is absolute. ``generator`` names the generator a fake comes from; a real image
+    belongs to the generator subset it is listed under (GenImage's ``nature`` folders),
+    so that per-generator metrics always have both classes. ``pair`` is the path of the real
+    image a fake was reconstructed from, or of a real image's reconstruction, when known.
+    """
+
+    path: str
+    label: int
+    generator: str
+    split: str
+    pair: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Suite:
+    """Base class of every suite plugin.
+
+    ``config`` is the run's ``[suite]`` section layered on ``defaults``; ``root`` comes from
+    ``suite.root`` or the environment variable named by ``root_env``.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: Environment variable giving the default root, e.g. ``HARNESS_GENIMAGE_ROOT``.
+    root_env: ClassVar[str | None] = None
+
+    def __init__(self, config: dict[str, Any] | None = None):
+        self.config = merge(copy.deepcopy(self.defaults), config or {})
+
+    def generators(self) -> list[str]:
+        """Generator names in the order tables show them."""
+        raise NotImplementedError
+
+    def splits(self) -> list[str]:
+        return ["train", "val", "test"]
+
+    def scan(self) -> Iterator[Sample]:
+        """Walk the dataset on disk and yield every sample (the manifest caches this)."""
+        raise NotImplementedError

@@ -206,6 +206,9 @@ class Detector(nn.Module):
     def parameters_to_train(self):
         return [p for p in self.parameters() if p.requires_grad]
 
-    def configure_optimizer(self, params) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(params, lr=self.config.get("lr", 1e-4), weight_decay=self.config.get("weight_decay", 0.0))
+    def configure_optimizer(self, params, train_config: dict[str, Any]) -> torch.optim.Optimizer:
+        """The optimiser of the published recipe; the default is AdamW from ``[train]`` lr / weight_decay."""
+        return torch.optim.AdamW(
+            params, lr=float(train_config.get("lr", 1e-4)), weight_decay=float(train_config.get("weight_decay", 0.0))
+        )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -41,6 +42,13 @@ def select_device(requested: str = "auto") -> torch.device:
     if requested not in ("cpu",) and not requested.startswith("cuda"):
         raise HarnessError(f"unknown device '{requested}': use cpu, cuda, cuda:N or auto")
     return torch.device(requested)
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA; a no-op elsewhere (CPU runs stay fp32 unless asked)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def seed_everything(seed: int) -> None:

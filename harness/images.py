@@ -1,14 +1,28 @@
-"""The one image loader every suite and every detector input goes through."""
+"""The one image loader every suite and every detector input goes through.
+
+Every file ends as an 8-bit RGB image converted by the same fixed rules, or as an
+:class:`ImageDecodeError` whose one-line ``reason`` the run counts and lists; nothing here
+may crash a data-loader worker.
+"""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
 
-from PIL import Image, ImageOps
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
 
 # Larger than any real benchmark image (GenImage tops out near 2k x 2k), far below a bomb.
 MAX_PIXELS = 64 * 1024 * 1024
+
+#: File extensions (lower case) that the suites list as images.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+_FORMAT_OF_EXTENSION = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
+                        ".tif": "TIFF", ".tiff": "TIFF", ".gif": "GIF"}
+
+_SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 class ImageDecodeError(Exception):
@@ -20,48 +34,113 @@ class ImageDecodeError(Exception):
         self.reason = reason
 
 
+def is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def format_of_name(name: str) -> str:
+    """The format a file name claims (``JPEG``, ``PNG``, ...), from its extension alone."""
+    suffix = Path(name).suffix.lower()
+    return _FORMAT_OF_EXTENSION.get(suffix, suffix.lstrip(".").upper() or "none")
+
+
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode ``path`` to an 8-bit RGB image, the same way every time.
 
     EXIF orientation is applied; palette, grey, RGBA, CMYK and 16-bit images are converted
-    to RGB. Raises :class:`ImageDecodeError` for empty, truncated, oversized or non-image files.
+    to RGB (see :func:`to_rgb`); only the first frame of an animation is used. Raises
+    :class:`ImageDecodeError` for missing, empty, truncated, oversized or non-image files.
     """
+    return decode_image(path, max_pixels)[0]
+
+
+def decode_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, str]:
+    """Like :func:`load_image`, also returning the format found in the file's content."""
     path = Path(path)
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise ImageDecodeError(path, f"cannot stat: {exc.strerror}") from None
+        raise ImageDecodeError(path, f"cannot read: {exc.strerror or exc}") from None
+    if not path.is_file():
+        raise ImageDecodeError(path, "not a regular file")
     if size == 0:
         raise ImageDecodeError(path, "zero-byte file")
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Another library switched Pillow to padding truncated files with grey; a half-grey
+        # image would be scored as if it were whole, so refuse to run that way.
+        raise ImageDecodeError(path, "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; truncated files would pass unseen")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                fmt = img.format or "unknown"
+                # The header gives the size before any pixel is decoded: refuse bombs here.
                 if img.width * img.height > max_pixels:
-                    raise ImageDecodeError(path, f"{img.width}x{img.height} exceeds the {max_pixels}-pixel cap")
+                    raise ImageDecodeError(
+                        path, f"decompression bomb: {img.width}x{img.height} exceeds the {max_pixels}-pixel cap")
+                if img.width < 1 or img.height < 1:
+                    raise ImageDecodeError(path, f"empty image ({img.width}x{img.height})")
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                return to_rgb(img)
+                oriented = _apply_orientation(img)
+                return to_rgb(oriented), fmt
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(path, f"decompression bomb: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError(path, "not an image file (unknown format)") from None
+    except OSError as exc:
+        # Pillow reports truncated and corrupt data as OSError ("image file is truncated ...").
+        raise ImageDecodeError(path, f"corrupt or truncated image: {exc}") from None
     except Exception as exc:  # PIL raises many types for bad files; each becomes a reported skip
         raise ImageDecodeError(path, f"{type(exc).__name__}: {exc}") from None
 
 
+def check_file(path: str) -> tuple[str, str | None, str | None]:
+    """(path, format found, None) or (path, None, reason): one file of ``harness suite verify``.
+
+    Lives here, with no heavy imports, because decoding processes import it by name.
+    """
+    try:
+        _, fmt = decode_image(path)
+    except ImageDecodeError as exc:
+        return path, None, exc.reason
+    return path, fmt, None
+
+
+def _apply_orientation(img: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:
+        # A broken EXIF block says nothing reliable about orientation; the pixels are fine.
+        return img
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB by fixed rules.
+
+    - 16-bit grey (and 32-bit integer grey) keeps the high byte, as Pillow does for 16-bit RGB;
+    - float grey is clipped to [0, 255];
+    - transparency (RGBA, LA, palette with a transparent entry) is composited on white;
+    - everything else (CMYK, YCbCr, L, 1, ...) goes through Pillow's own ``convert("RGB")``.
+
+    Embedded ICC profiles are not applied: pixel values are used as stored, for every file alike.
+    """
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit grey: scale to 8 bits rather than clip.
-        arr = __import__("numpy").asarray(img, dtype="float64")
-        scale = 255.0 / 65535.0 if arr.max() > 255 else 1.0
-        return Image.fromarray((arr * scale).clip(0, 255).astype("uint8"), "L").convert("RGB")
-    if img.mode == "P":
+    if img.mode in _SIXTEEN_BIT_GREY:
+        arr = np.asarray(img).astype(np.int64)
+        grey = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        grey = np.clip(np.nan_to_num(arr), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA"):
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
         background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return img.convert("RGB")

@@ -1,0 +1,337 @@
+"""Cached manifests: one walk of a suite's tree, reused while the tree is unchanged.
+
+The first time a suite root is read its samples are written, with each file's byte size and
+format (and SHA-256 on request), to ``<cache>/manifests/<suite>-<key>.csv.gz`` plus a JSON
+header. The header records the modification time of every folder that holds a sample (and
+of the root and the folders between): adding, removing or renaming a file changes its
+folder's time, so a later load compares a few dozen folder times instead of walking the
+1.3 M files of GenImage again. A file rewritten in place under the same name is not seen
+this way: ``refresh=True`` (``harness suite info --refresh``) or checksums catch that.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.checkpoints import sha256_file
+from harness.errors import HarnessError
+from harness.images import check_file, format_of_name
+from harness.suite import Sample, Suite
+
+SCHEMA = 1
+CACHE_ENV = "HARNESS_CACHE_DIR"
+# A folder changed this close to the walk may have changed during it, within one tick of the
+# file system's clock: such a manifest is written but walked again on next use.
+SETTLE_SECONDS = 2.0
+COLUMNS = ["path", "label", "generator", "split", "pair", "size", "format"]
+
+log = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    """``$HARNESS_CACHE_DIR``, else ``~/.cache/aigi-harness``."""
+    raw = os.environ.get(CACHE_ENV)
+    return Path(raw).expanduser() if raw else Path.home() / ".cache" / "aigi-harness"
+
+
+@dataclass
+class Manifest:
+    """A suite's samples with their file facts; ``table`` has :data:`COLUMNS` (+ ``sha256``)."""
+
+    suite: str
+    root: Path | None
+    table: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    #: True when this load walked the tree (False: read back from the cache).
+    scanned: bool = False
+
+    @property
+    def samples(self) -> list[Sample]:
+        t = self.table
+        return [
+            Sample(path, int(label), generator, split, pair or None)
+            for path, label, generator, split, pair in zip(t["path"], t["label"], t["generator"], t["split"], t["pair"])
+        ]
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of the listing (paths relative to the root, labels, generators, splits, pairs, sizes)."""
+        return self.meta["hash"]
+
+    @property
+    def ignored(self) -> list[tuple[str, str]]:
+        return [tuple(item) for item in self.meta.get("ignored", [])]
+
+    @property
+    def verify_path(self) -> Path | None:
+        return self.path.with_name(self.path.name.replace(".csv.gz", ".verify.json")) if self.path else None
+
+    def last_verify(self) -> dict | None:
+        """The result ``harness suite verify`` recorded for this very listing, if any."""
+        path = self.verify_path
+        if path is None or not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return record if record.get("manifest_hash") == self.hash else None
+
+    def save_verify(self, record: dict) -> None:
+        if self.verify_path is None:
+            return
+        try:
+            _atomic_write(self.verify_path, json.dumps({**record, "manifest_hash": self.hash}, indent=1).encode())
+        except OSError as exc:
+            log.warning("could not record the verify result in %s (%s)", self.verify_path, exc)
+
+
+def suite_root(suite: Suite) -> Path | None:
+    root_path = getattr(suite, "root_path", None)
+    return Path(root_path()) if callable(root_path) else None
+
+
+def manifest_key(suite: Suite, root: Path | None) -> str:
+    ident = {
+        "schema": SCHEMA,
+        "suite": suite.name,
+        "class": f"{type(suite).__module__}.{type(suite).__qualname__}",
+        "root": str(root) if root else None,
+        "config": suite.config,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_manifest(suite: Suite, *, refresh: bool = False, checksums: bool = False,
+                  cache_dir: str | Path | None = None) -> Manifest:
+    """The suite's manifest: read from the cache while the tree is unchanged, else walked and written.
+
+    ``checksums=True`` adds a ``sha256`` column (computed once, then cached with the rest).
+    A suite without a ``root_path()`` is scanned every time (nothing to key a cache on).
+    """
+    root = suite_root(suite)
+    if root is None:
+        return _build(suite, None, checksums, None)
+    base = Path(cache_dir) if cache_dir else cache_root() / "manifests"
+    path = base / f"{suite.name}-{manifest_key(suite, root)}.csv.gz"
+    if not refresh:
+        cached = _read_if_fresh(suite, root, path)
+        if cached is not None:
+            if checksums and "sha256" not in cached.table.columns:
+                _add_checksums(cached)
+                _write(cached)
+            return cached
+    manifest = _build(suite, root, checksums, path)
+    _write(manifest)
+    return manifest
+
+
+def _write(manifest: Manifest) -> None:
+    """Write the cache; a cache that cannot be written costs a walk next time, not the run."""
+    try:
+        _write_files(manifest)
+    except OSError as exc:
+        log.warning("could not write the manifest cache %s (%s); the tree will be walked again next time",
+                    manifest.path, exc)
+
+
+def load_samples(suite: Suite, *, refresh: bool = False, checksums: bool = False) -> list[Sample]:
+    """The suite's samples through the manifest cache (the function every command uses)."""
+    return load_manifest(suite, refresh=refresh, checksums=checksums).samples
+
+
+# -- building --------------------------------------------------------------------------------
+
+
+def _build(suite: Suite, root: Path | None, checksums: bool, path: Path | None) -> Manifest:
+    started = time.time()
+    samples = list(suite.scan())
+    if not samples:
+        raise HarnessError(f"suite '{suite.name}' found no images under {root}" if root else
+                           f"suite '{suite.name}' lists no images")
+    rows = []
+    for s in samples:
+        try:
+            size = os.stat(s.path).st_size
+        except OSError:
+            size = -1  # listed but gone: decoding reports it; the size column shows it
+        rows.append((s.path, s.label, s.generator, s.split, s.pair or "", size, format_of_name(s.path)))
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    watch = _watched_paths(suite, root, table)
+    meta = {
+        "schema": SCHEMA,
+        "suite": suite.name,
+        "root": str(root) if root else None,
+        "config": suite.config,
+        "scanned_at": started,
+        "watch": {str(p): _mtime(p) for p in watch},
+        "ignored": [list(item) for item in getattr(suite, "ignored", [])],
+        "count": len(table),
+    }
+    manifest = Manifest(suite.name, root, table, meta, path, scanned=True)
+    manifest.meta["hash"] = _listing_hash(table, root)
+    if checksums:
+        _add_checksums(manifest)
+    return manifest
+
+
+def _watched_paths(suite: Suite, root: Path | None, table: pd.DataFrame) -> list[Path]:
+    """Every folder holding a listed file, the folders up to the root, and the suite's own files."""
+    folders = {os.path.dirname(p) for p in table["path"]} | {os.path.dirname(p) for p in table["pair"] if p}
+    watched: set[Path] = set()
+    for folder in folders:
+        current = Path(folder)
+        while current not in watched:
+            watched.add(current)
+            if root is None or current == root or root not in current.parents:
+                break
+            current = current.parent
+    if root is not None:
+        watched.add(root)
+    watched.update(Path(p) for p in getattr(suite, "watch_files", lambda: [])())
+    return sorted(watched)
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _listing_hash(table: pd.DataFrame, root: Path | None) -> str:
+    rel = _relative(table, root)
+    text = rel[["path", "label", "generator", "split", "pair", "size"]].sort_values("path").to_csv(index=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _add_checksums(manifest: Manifest) -> None:
+    def digest(path: str) -> str:
+        try:
+            return sha256_file(path)
+        except OSError:
+            return ""
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        manifest.table["sha256"] = list(pool.map(digest, manifest.table["path"], chunksize=64))
+
+
+# -- cache file ------------------------------------------------------------------------------
+
+
+def _relative(table: pd.DataFrame, root: Path | None) -> pd.DataFrame:
+    """Paths under the root stored relative to it (a moved copy of the cache stays small)."""
+    out = table.copy()
+    if root is None:
+        return out
+    prefix = str(root) + os.sep
+
+    def rel(p: str) -> str:
+        return p[len(prefix):] if p.startswith(prefix) else p
+
+    out["path"] = [rel(p) for p in out["path"]]
+    out["pair"] = [rel(p) if p else "" for p in out["pair"]]
+    return out
+
+
+def _absolute(table: pd.DataFrame, root: Path | None) -> pd.DataFrame:
+    if root is None:
+        return table
+    base = str(root)
+    table["path"] = [p if os.path.isabs(p) else os.path.join(base, p) for p in table["path"]]
+    table["pair"] = [("" if not p else p if os.path.isabs(p) else os.path.join(base, p)) for p in table["pair"]]
+    return table
+
+
+def _write_files(manifest: Manifest) -> None:
+    if manifest.path is None:
+        return
+    manifest.path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+        gz.write(_relative(manifest.table, manifest.root).to_csv(index=False).encode())
+    # Table first, header last: a header on disk always describes a complete table.
+    _atomic_write(manifest.path, buf.getvalue())
+    _atomic_write(_header_path(manifest.path), json.dumps(manifest.meta, indent=1, default=str).encode())
+
+
+def _header_path(path: Path) -> Path:
+    return path.with_name(path.name.replace(".csv.gz", ".json"))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _read_if_fresh(suite: Suite, root: Path, path: Path) -> Manifest | None:
+    header = _header_path(path)
+    try:
+        meta = json.loads(header.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if meta.get("schema") != SCHEMA or meta.get("root") != str(root):
+        return None
+    scanned_at = float(meta.get("scanned_at", 0))
+    for folder, mtime in meta.get("watch", {}).items():
+        if mtime is None or _mtime(Path(folder)) != mtime:
+            return None
+        if mtime / 1e9 > scanned_at - SETTLE_SECONDS:
+            return None  # changed right before or during the walk: cannot be sure it saw everything
+    try:
+        table = pd.read_csv(path, dtype={"path": str, "generator": str, "split": str, "pair": str, "format": str,
+                                         "sha256": str}, keep_default_na=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if len(table) != meta.get("count") or list(table.columns[: len(COLUMNS)]) != COLUMNS:
+        return None
+    return Manifest(suite.name, root, _absolute(table, root), meta, path, scanned=False)
+
+
+# -- decoding every file -----------------------------------------------------------------------
+
+
+def verify(manifest: Manifest, *, workers: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Decode every listed file (samples and pairs) with the harness's loader.
+
+    Returns and records ``{"checked", "unreadable": [[path, reason]], "format_mismatch":
+    [[path, named, found]]}``; ``workers`` > 1 decodes in that many processes.
+    """
+    from tqdm import tqdm
+
+    paths = list(dict.fromkeys(list(manifest.table["path"]) + [p for p in manifest.table["pair"] if p]))
+    results = []
+    bar = tqdm(total=len(paths), desc=f"verify {manifest.suite}", unit="file", disable=not progress)
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for item in pool.map(check_file, paths, chunksize=max(1, min(256, len(paths) // (workers * 8) or 1))):
+                results.append(item)
+                bar.update(1)
+    else:
+        for path in paths:
+            results.append(check_file(path))
+            bar.update(1)
+    bar.close()
+    unreadable = sorted([path, reason] for path, _, reason in results if reason is not None)
+    # Pillow calls some camera JPEGs "MPO" (multi-picture JPEG): still JPEG by name.
+    mismatch = sorted([path, format_of_name(path), fmt] for path, fmt, _ in results
+                      if fmt is not None and {"MPO": "JPEG"}.get(fmt, fmt) != format_of_name(path))
+    record = {"checked": len(paths), "unreadable": unreadable, "format_mismatch": mismatch}
+    manifest.save_verify(record)
+    return record

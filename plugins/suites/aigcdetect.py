@@ -1,0 +1,53 @@
+"""AIGCDetectBenchmark test set (Zhong et al., PatchCraft): 16 GAN and diffusion generators."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from harness import hookimpl
+from harness.suite import FAKE, REAL, Sample
+from plugins.suites._layout import TreeSuite, find_class_groups, subdirs
+
+GENERATORS = ["progan", "stylegan", "biggan", "cyclegan", "stargan", "gaugan", "stylegan2", "whichfaceisreal",
+              "ADM", "Glide", "Midjourney", "stable_diffusion_v_1_4", "stable_diffusion_v_1_5", "VQDM", "wukong",
+              "DALLE2"]
+
+
+class AIGCDetect(TreeSuite):
+    name = "aigcdetect"
+    description = "AIGCDetectBenchmark test set: 8 GANs + 8 diffusion/commercial generators"
+    reference = "Zhong et al., PatchCraft / Rich and Poor Texture Contrast, 2023"
+    root_env = "HARNESS_AIGCDETECT_ROOT"
+    layout = "<root>/<generator>/[<class>/]{0_real,1_fake}/* with generators " + ", ".join(GENERATORS)
+    defaults = {"root": None}
+
+    def generators(self) -> list[str]:
+        return list(GENERATORS)
+
+    def splits(self) -> list[str]:
+        return ["test"]
+
+    def scan(self) -> Iterator[Sample]:
+        self.ignored = []
+        root = self.root_path()
+        by_generator: dict[str, list] = {}
+        for gen_dir in subdirs(root):
+            groups = find_class_groups(gen_dir, max_depth=2)
+            if groups:
+                by_generator[gen_dir.name] = [classes for _, classes in groups]
+            else:
+                self.ignored.append((str(gen_dir), "folder without {0_real,1_fake} inside"))
+        if not by_generator:
+            raise self.layout_error(root, "no <generator>/[<class>/]{0_real,1_fake} folders")
+        order = sorted(by_generator, key=lambda g: (GENERATORS.index(g) if g in GENERATORS else len(GENERATORS), g))
+        for generator in order:
+            for classes in by_generator[generator]:
+                for label in (REAL, FAKE):
+                    for class_dir in classes.get(label, []):
+                        for path in self.images(class_dir):
+                            yield Sample(str(path), label, generator, "test")
+
+
+@hookimpl
+def register_suites(register):
+    register(AIGCDetect)

@@ -1,0 +1,105 @@
+"""GenImage (Zhu et al., NeurIPS 2023): 8 generators, ImageNet reals, read as distributed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from harness import hookimpl
+from harness.errors import HarnessError
+from harness.suite import FAKE, REAL, Sample
+from plugins.suites._layout import TreeSuite, child_dir, pairs_by_stem, stable_fraction, subdirs
+
+#: Generator folders in the paper's table order, with the inner folder of the distributed archives.
+GENERATORS = {
+    "stable_diffusion_v_1_4": "imagenet_ai_0419_sdv4",
+    "stable_diffusion_v_1_5": "imagenet_ai_0424_sdv5",
+    "Midjourney": "imagenet_midjourney",
+    "ADM": "imagenet_ai_0508_adm",
+    "wukong": "imagenet_ai_0424_wukong",
+    "glide": "imagenet_glide",
+    "VQDM": "imagenet_ai_0419_vqdm",
+    "BigGAN": "imagenet_ai_0419_biggan",
+}
+
+
+class GenImage(TreeSuite):
+    name = "genimage"
+    description = "GenImage: 8 generators (SD1.4/1.5, Midjourney, ADM, Wukong, GLIDE, VQDM, BigGAN), ImageNet reals"
+    reference = "Zhu et al., GenImage, NeurIPS 2023"
+    root_env = "HARNESS_GENIMAGE_ROOT"
+    layout = ("<root>/<generator>/<inner folder>/{train,val}/{ai,nature}/* "
+              "(or the flat form <root>/<generator>/{train,val}/{ai,nature}/*)")
+    # val_fraction: the share of each generator's train folder held out as the val split,
+    # chosen by a hash of the file stem (stable across machines; a fake stays with its pair,
+    # and a real crop the mini suite shares between generators is val in all of them).
+    # generators: only these generator folders (default: every one found).
+    defaults = {"root": None, "val_fraction": 0.1, "generators": None}
+    #: Table order of the generator folders; others follow by name.
+    order = list(GENERATORS)
+
+    def generators(self) -> list[str]:
+        try:
+            return [name for name, _ in self._generator_folders(self.root_path())]
+        except HarnessError:  # no root yet: the published list
+            return list(GENERATORS)
+
+    def _generator_folders(self, root: Path, record: bool = False) -> list[tuple[str, list[Path]]]:
+        """(generator, [folders holding train/ and val/]) in table order: known names first."""
+        found = []
+        for gen_dir in subdirs(root):
+            bases = [gen_dir] if _has_split_dirs(gen_dir) else [d for d in subdirs(gen_dir) if _has_split_dirs(d)]
+            if bases:
+                found.append((gen_dir.name, bases))
+            elif record:
+                self.ignored.append((str(gen_dir), "folder without {train,val}/{ai,nature} inside"))
+        wanted = self.config.get("generators")
+        if wanted:
+            names = {name for name, _ in found}
+            missing = [g for g in wanted if g not in names]
+            if missing:
+                raise self.layout_error(root, f"generator folder(s) {', '.join(missing)} not found")
+            found = [item for item in found if item[0] in wanted]
+        known = self.order
+        found.sort(key=lambda item: (known.index(item[0]) if item[0] in known else len(known), item[0]))
+        return found
+
+    def scan(self) -> Iterator[Sample]:
+        self.ignored = []
+        root = self.root_path()
+        folders = self._generator_folders(root, record=True)
+        if not folders:
+            raise self.layout_error(root, "no generator folder holds {train,val}/{ai,nature}")
+        val_fraction = float(self.config.get("val_fraction") or 0.0)
+        for generator, bases in folders:
+            for base in bases:
+                for folder_split, split in (("train", "train"), ("val", "test")):
+                    split_dir = child_dir(base, folder_split)
+                    if split_dir is None:
+                        continue
+                    nature, ai = child_dir(split_dir, "nature"), child_dir(split_dir, "ai")
+                    if nature is None and ai is None:
+                        raise self.layout_error(root, f"{split_dir} has neither ai/ nor nature/", split_dir)
+                    reals = self.images(nature) if nature else []
+                    fakes = self.images(ai) if ai else []
+                    pairs = pairs_by_stem(reals, fakes)
+
+                    def split_of(path: Path) -> str:
+                        if split == "train" and stable_fraction(path.stem) < val_fraction:
+                            return "val"
+                        return split
+
+                    for path in reals:
+                        yield Sample(str(path), REAL, generator, split_of(path))
+                    for path in fakes:
+                        pair = pairs.get(path)
+                        yield Sample(str(path), FAKE, generator, split_of(path), str(pair) if pair else None)
+
+
+def _has_split_dirs(folder: Path) -> bool:
+    return any(child_dir(folder, name) is not None for name in ("train", "val"))
+
+
+@hookimpl
+def register_suites(register):
+    register(GenImage)

@@ -1,0 +1,167 @@
+"""DRCT-2M, Chameleon, ForenSynths, AIGCDetectBenchmark and CSV readers on tiny trees with the real names."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from harness.errors import HarnessError
+from plugins.suites._layout import stable_fraction
+from plugins.suites.aigcdetect import AIGCDetect
+from plugins.suites.chameleon import Chameleon
+from plugins.suites.csv_manifest import CSVSuite
+from plugins.suites.drct2m import DRCT2M
+from plugins.suites.forensynths import ForenSynths
+from tests.suite_trees import numbered, touch_images
+
+
+def _counts(samples):
+    return collections.Counter((s.generator, s.split, s.label) for s in samples)
+
+
+# -- DRCT-2M ----------------------------------------------------------------------------------
+
+
+def _drct_tree(root):
+    touch_images(root / "MSCOCO" / "train2017", numbered("0000000", 20, ".jpg"))
+    touch_images(root / "MSCOCO" / "val2017", numbered("0000001", 4, ".jpg"))
+    touch_images(root / "DR" / "MSCOCO" / "full_inpainting" / "train2017", numbered("0000000", 20, ".png"))
+    for gen, n in (("stable-diffusion-v1-4", 20), ("sdxl-turbo", 8)):
+        touch_images(root / "DRCT-2M" / gen / "train2017", numbered("0000000", n, ".png"))
+        touch_images(root / "DRCT-2M" / gen / "val2017", numbered("0000001", 3, ".png"))
+
+
+def test_drct2m_lists_reals_per_generator_with_pairs(tmp_path):
+    _drct_tree(tmp_path)
+    suite = DRCT2M({"root": str(tmp_path)})
+    samples = list(suite.scan())
+    assert [g for g in dict.fromkeys(s.generator for s in samples)] == ["stable-diffusion-v1-4", "sdxl-turbo"]
+    counts = _counts(samples)
+    n_val = sum(stable_fraction(f"0000000{i:05d}") < 0.1 for i in range(20))
+    for gen, n_fake in (("stable-diffusion-v1-4", 20), ("sdxl-turbo", 8)):
+        assert counts[(gen, "train", 0)] + counts[(gen, "val", 0)] == 20
+        assert counts[(gen, "val", 0)] == n_val
+        assert counts[(gen, "train", 1)] + counts[(gen, "val", 1)] == n_fake
+        assert counts[(gen, "test", 0)] == 4 and counts[(gen, "test", 1)] == 3
+    for s in samples:
+        assert s.label == (1 if "/DRCT-2M/" in s.path else 0)
+        if s.label == 1:
+            # A fake's pair: the MSCOCO image with its stem; it lands in the same split.
+            assert s.pair.endswith(f"/MSCOCO/{'train2017' if s.split != 'test' else 'val2017'}/"
+                                   f"{s.path.rsplit('/', 1)[1].replace('.png', '.jpg')}")
+        elif s.split != "test":
+            assert "/DR/MSCOCO/full_inpainting/train2017/" in s.pair
+        else:
+            assert s.pair is None  # no DR folder for val2017 in this tree
+
+
+def test_drct2m_paired_reals_and_errors(tmp_path):
+    _drct_tree(tmp_path)
+    samples = list(DRCT2M({"root": str(tmp_path), "reals": "paired", "generators": ["sdxl-turbo"]}).scan())
+    counts = _counts(samples)
+    assert counts[("sdxl-turbo", "train", 0)] + counts[("sdxl-turbo", "val", 0)] == 8
+    assert counts[("sdxl-turbo", "test", 0)] == 3
+    with pytest.raises(HarnessError, match="sd-turbo"):
+        list(DRCT2M({"root": str(tmp_path), "generators": ["sd-turbo"]}).scan())
+    (tmp_path / "other").mkdir()
+    with pytest.raises(HarnessError, match="MSCOCO/ and DRCT-2M/"):
+        list(DRCT2M({"root": str(tmp_path / "other")}).scan())
+
+
+# -- Chameleon --------------------------------------------------------------------------------
+
+
+def test_chameleon_reads_test_classes(tmp_path):
+    touch_images(tmp_path / "test" / "0_real", numbered("r", 5, ".jpg"))
+    touch_images(tmp_path / "test" / "1_fake", numbered("f", 3, ".png"))
+    assert _counts(Chameleon({"root": str(tmp_path)}).scan()) == {("chameleon", "test", 0): 5,
+                                                                  ("chameleon", "test", 1): 3}
+    # Pointing at the test folder itself works too.
+    assert len(list(Chameleon({"root": str(tmp_path / "test")}).scan())) == 8
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HarnessError, match="test/"):
+        list(Chameleon({"root": str(tmp_path / "empty")}).scan())
+
+
+# -- ForenSynths ------------------------------------------------------------------------------
+
+
+def test_forensynths_train_val_test_and_diffusion_set(tmp_path):
+    for split, n in (("train", 4), ("val", 2)):
+        for cls in ("airplane", "cat"):
+            touch_images(tmp_path / split / "progan" / cls / "0_real", numbered(cls, n, ".png"))
+            touch_images(tmp_path / split / "progan" / cls / "1_fake", numbered(cls, n, ".png"))
+    for cls in ("car", "horse"):  # class subfolders in test/stylegan
+        touch_images(tmp_path / "test" / "stylegan" / cls / "0_real", numbered(cls, 2, ".png"))
+        touch_images(tmp_path / "test" / "stylegan" / cls / "1_fake", numbered(cls, 3, ".png"))
+    touch_images(tmp_path / "test" / "deepfake" / "0_real", numbered("r", 3, ".png"))
+    touch_images(tmp_path / "test" / "deepfake" / "1_fake", numbered("f", 1, ".png"))
+    diffusion = tmp_path / "diffusion_datasets"
+    touch_images(diffusion / "imagenet" / "0_real", numbered("i", 2, ".png"))
+    touch_images(diffusion / "laion" / "0_real", numbered("l", 5, ".png"))
+    touch_images(diffusion / "guided" / "1_fake", numbered("g", 3, ".png"))
+    touch_images(diffusion / "ldm_200" / "1_fake", numbered("d", 4, ".png"))
+    samples = list(ForenSynths({"root": str(tmp_path)}).scan())
+    assert _counts(samples) == {
+        ("progan", "train", 0): 8, ("progan", "train", 1): 8, ("progan", "val", 0): 4, ("progan", "val", 1): 4,
+        ("stylegan", "test", 0): 4, ("stylegan", "test", 1): 6, ("deepfake", "test", 0): 3, ("deepfake", "test", 1): 1,
+        # guided is scored against ImageNet reals, LDM against LAION reals (UnivFD's pairing).
+        ("guided", "test", 0): 2, ("guided", "test", 1): 3, ("ldm_200", "test", 0): 5, ("ldm_200", "test", 1): 4,
+    }
+    assert all(s.label == (1 if "/1_fake/" in s.path else 0) for s in samples)
+    only_cat = list(ForenSynths({"root": str(tmp_path), "classes": ["cat"]}).scan())
+    assert _counts(only_cat)[("progan", "train", 0)] == 4
+
+
+def test_forensynths_wrong_layout(tmp_path):
+    touch_images(tmp_path / "progan" / "0_real", ["a.png"])
+    with pytest.raises(HarnessError, match="train/progan"):
+        list(ForenSynths({"root": str(tmp_path)}).scan())
+
+
+# -- AIGCDetectBenchmark ----------------------------------------------------------------------
+
+
+def test_aigcdetect_generators_with_and_without_classes(tmp_path):
+    touch_images(tmp_path / "wukong" / "0_real", numbered("r", 3, ".png"))
+    touch_images(tmp_path / "wukong" / "1_fake", numbered("f", 2, ".png"))
+    for cls in ("bird", "dog"):
+        touch_images(tmp_path / "progan" / cls / "0_real", numbered(cls, 1, ".png"))
+        touch_images(tmp_path / "progan" / cls / "1_fake", numbered(cls, 2, ".png"))
+    suite = AIGCDetect({"root": str(tmp_path)})
+    samples = list(suite.scan())
+    assert list(dict.fromkeys(s.generator for s in samples)) == ["progan", "wukong"]
+    assert _counts(samples) == {("progan", "test", 0): 2, ("progan", "test", 1): 4,
+                                ("wukong", "test", 0): 3, ("wukong", "test", 1): 2}
+
+
+# -- CSV --------------------------------------------------------------------------------------
+
+
+def test_csv_manifest_with_relative_paths_defaults_and_pairs(tmp_path):
+    touch_images(tmp_path / "imgs", ["a.png", "b.png", "c.png"])
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("path,label,generator,split,pair\n"
+                        "imgs/a.png,real,,train,\n"
+                        "imgs/b.png,1,sd,,imgs/a.png\n"
+                        f"{tmp_path / 'imgs' / 'c.png'},FAKE,sd,test,\n")
+    samples = list(CSVSuite({"root": str(csv_path)}).scan())
+    assert [(s.label, s.generator, s.split) for s in samples] == [(0, "list", "train"), (1, "sd", "test"),
+                                                                   (1, "sd", "test")]
+    assert samples[0].path == str(tmp_path / "imgs" / "a.png")
+    assert samples[1].pair == str(tmp_path / "imgs" / "a.png")
+
+
+def test_csv_bad_rows_are_named(tmp_path):
+    csv_path = tmp_path / "bad.csv"
+    csv_path.write_text("path,label\nx.png,maybe\n,1\ny.png,0\n")
+    with pytest.raises(HarnessError) as info:
+        list(CSVSuite({"root": str(csv_path)}).scan())
+    assert "line 2: label 'maybe'" in str(info.value) and "line 3: empty path" in str(info.value)
+    no_label = tmp_path / "nolabel.csv"
+    no_label.write_text("file,class\nx.png,1\n")
+    with pytest.raises(HarnessError, match="expected a CSV file"):
+        list(CSVSuite({"root": str(no_label)}).scan())
+    with pytest.raises(HarnessError, match="is not a file"):
+        list(CSVSuite({"root": str(tmp_path / "missing.csv")}).scan())

@@ -21,11 +21,14 @@ def add_run_arguments(parser: argparse.ArgumentParser, detector_required: bool =
     parser.add_argument("--seed", type=int, help="seed (default: run.seed = 0)")
 
 
-def resolve_config(args, suite_name: str | None = None, profile: str | None = None) -> dict:
-    """Plugin defaults < detector profile < --config file < --set overrides < explicit flags."""
+def resolve_config(args, suite_name: str | None = None, profile: str | None = None, layer: dict | None = None) -> dict:
+    """Plugin defaults < detector profile < ``layer`` (a benchmark protocol file) < --config file
+    < --set overrides < explicit flags."""
     detector_cls = get_detector(args.detector) if getattr(args, "detector", None) else None
     suite_cls = get_suite(suite_name or args.suite)
     file_config = cfg.load_toml(args.config) if args.config else None
+    if layer:
+        file_config = cfg.merge(layer, file_config or {})
     config = cfg.resolve(
         detector_defaults=detector_cls.defaults if detector_cls else None,
         suite_defaults=suite_cls.defaults,

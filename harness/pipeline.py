@@ -1,0 +1,329 @@
+"""The ``harness run`` flow: protocol -> config -> run folder -> weights (or training) ->
+scores -> metrics -> analyses -> ``results.json`` and the papers' per-generator table.
+
+Under ``torchrun`` every rank trains (DDP) and scores its shard; rank 0 computes metrics,
+runs the analyses and writes the results.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from harness import config as cfg
+from harness import distributed
+from harness.analysis import AnalysisContext
+from harness.checkpoints import sha256_file
+from harness.errors import HarnessError
+from harness.manifest import load_manifest
+from harness.metrics import check_direction, evaluate, metrics_frame
+from harness.plugins import get_analysis, get_detector, get_suite
+from harness.protocols import Protocol, protocol_layer
+from harness.reports import write_result
+from harness.runs import Run, select_device, start_run
+from harness.scoring import default_cache_dir, score_samples
+from harness.suite import Sample
+from harness.training import TrainingStopped, train
+
+log = logging.getLogger(__name__)
+
+RESULTS_SCHEMA = 1
+
+
+def resolve(args, extra_overrides: list[str] | None = None) -> tuple[dict, Protocol]:
+    """The run configuration and the protocol for ``args`` (``--suite`` may name a benchmark).
+
+    Layers: plugin defaults < detector profile < benchmark file < ``--config`` < ``--set``
+    (+ ``extra_overrides``) < explicit flags. The protocol is read from the layered
+    ``[protocol]`` table, so ``--set protocol.train_generators='["a"]'`` overrides it.
+    """
+    from harness.commands._common import resolve_config
+
+    name, layer, path = protocol_layer(args.suite)
+    overrides = list(args.overrides or []) + list(extra_overrides or [])
+    file_config = cfg.load_toml(args.config) if getattr(args, "config", None) else {}
+    # The protocol picks the suite and the detector profile, so read it before the full layering.
+    early = cfg.resolve(file_config=cfg.merge(layer, file_config), overrides=overrides)
+    protocol = Protocol.from_config(early.get("protocol", {}), name=name, path=path)
+    args = copy.copy(args)
+    args.overrides = overrides
+    config = resolve_config(args, suite_name=protocol.suite, profile=protocol.profile, layer=layer)
+    if protocol.profile and config["run"]["profile"] is None:
+        log.warning("detector '%s' has no '%s' profile: the protocol runs with its full recipe",
+                    args.detector, protocol.profile)
+    config["protocol"] = protocol.to_dict()
+    config["run"]["benchmark"] = protocol.name
+    if protocol.train_suite != protocol.suite:
+        config["train_suite"] = cfg.merge(get_suite(protocol.train_suite).defaults, config.get("train_suite", {}))
+    return config, protocol
+
+
+def load_suite_samples(suite) -> tuple[list[Sample], str]:
+    """A suite's samples through the manifest cache, and the manifest's hash.
+
+    Rank 0 walks (or builds) the suite and writes the cache first; the other ranks then read it.
+    """
+    if distributed.is_main_process():
+        manifest = load_manifest(suite)
+    distributed.barrier()
+    if not distributed.is_main_process():
+        manifest = load_manifest(suite)
+    return manifest.samples, manifest.hash
+
+
+@dataclass
+class Plan:
+    """What one evaluation uses, decided before any model is built."""
+
+    train_generators: list[str]
+    test_generators: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    manifest_hash: str
+
+
+def plan_samples(config: dict, protocol: Protocol, *, will_train: bool = True) -> Plan:
+    """Pick the train, val and test samples of the protocol.
+
+    When nothing is trained (``--weights``) and the training suite is another suite, it is
+    only needed for the validation threshold: a missing training suite then costs that
+    threshold (with a warning), not the evaluation.
+    """
+    test_suite = get_suite(protocol.suite)(config["suite"])
+    if protocol.train_suite == protocol.suite:
+        train_suite = test_suite
+    else:
+        train_suite = get_suite(protocol.train_suite)(config.get("train_suite", {}))
+    train_gens, test_gens = protocol.resolve_generators(test_suite.generators(), train_suite.generators())
+    test_all, test_hash = load_suite_samples(test_suite)
+    if train_suite is test_suite:
+        train_all, hashes = test_all, [test_hash]
+    else:
+        try:
+            train_all, train_hash = load_suite_samples(train_suite)
+            hashes = [train_hash, test_hash]
+        except HarnessError as exc:
+            if will_train:
+                raise
+            log.warning("training suite '%s' unavailable, so no validation threshold: %s", protocol.train_suite, exc)
+            train_all, hashes = [], [test_hash]
+    test = [s for s in test_all if s.split == "test" and s.generator in test_gens]
+    if not test:
+        raise HarnessError(
+            f"suite '{protocol.suite}' has no test images for generators {', '.join(test_gens)} "
+            f"(splits found: {', '.join(sorted({s.split for s in test_all})) or 'none'})"
+        )
+    train = [s for s in train_all if s.split == "train" and s.generator in train_gens]
+    val = [s for s in train_all if s.split == "val" and s.generator in train_gens]
+    manifest_hash = hashes[0] if len(hashes) == 1 else hashlib.sha256("|".join(hashes).encode()).hexdigest()
+    return Plan(train_gens, test_gens, train, val, test, manifest_hash)
+
+
+def _obtain_weights(detector, config: dict, plan: Plan, run: Run) -> dict[str, Any]:
+    """Load ``--weights``, or train on the protocol's training generators; describe the weights."""
+    weights = config["run"].get("weights")
+    if weights:
+        path = Path(weights)
+        detector.load_weights(path)
+        return {"path": str(path.resolve()), "sha256": sha256_file(path) if path.is_file() else None,
+                "trained_in_run": False}
+    if not type(detector).trainable:
+        # a detector that carries its own (official) weights, loaded when it is built
+        return {"path": None, "sha256": None, "trained_in_run": False}
+    if not plan.train:
+        raise HarnessError(
+            f"no training images for generator(s) {', '.join(plan.train_generators)}: pass --weights PATH "
+            "or pick training generators with --set protocol.train_generators='[...]'"
+        )
+    best = Path(train(detector, plan.train, plan.val, config=config, run_dir=run.dir, device=run.device))
+    detector.load_weights(best)
+    return {"path": str(best.resolve()), "sha256": sha256_file(best), "trained_in_run": True}
+
+
+def _eval_settings(config: dict) -> dict[str, Any]:
+    ev = config.get("eval", {})
+    cache_dir = None if ev.get("cache", True) is False else Path(ev.get("cache_dir") or default_cache_dir())
+    return {
+        "batch_size": int(ev.get("batch_size", config.get("train", {}).get("batch_size", 64))),
+        "workers": int(ev.get("workers", min(4, os.cpu_count() or 1))),
+        "cache_dir": cache_dir,
+        "precision": str(ev.get("precision", "auto")),
+    }
+
+
+def _start(config: dict, label: str) -> Run:
+    """Rank 0 creates the run folder; every rank then uses that same folder."""
+    main = distributed.is_main_process()
+    run = start_run(config, label, is_main_process=main) if main else None
+    run_dir = distributed.broadcast(str(run.dir) if main else None)
+    if not main:
+        config = copy.deepcopy(config)
+        config["run"]["dir"] = run_dir
+        run = start_run(config, label, is_main_process=False)
+    run.device = distributed.rank_device(run.device)
+    return run
+
+
+def _close_log(run: Run) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run.dir.resolve():
+            root.removeHandler(handler)
+            handler.close()
+
+
+def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> dict[str, Any] | None:
+    """Run one evaluation; returns the results (rank 0) or ``None`` (other ranks)."""
+    detector_name = config["run"]["detector"]
+    detector_cls = get_detector(detector_name)
+    analyses = [(name, get_analysis(name)) for name in protocol.analyses]  # unknown names fail before training
+    distributed.init_from_env(select_device(str(config["run"].get("device", "auto"))))
+    run = _start(config, label or f"{detector_name}-{protocol.name}")
+    main = distributed.is_main_process()
+    try:
+        will_train = not config["run"].get("weights") and detector_cls.trainable
+        plan = plan_samples(config, protocol, will_train=will_train)
+        detector = detector_cls(config["detector"])
+        weights = _obtain_weights(detector, config, plan, run)
+        settings = _eval_settings(config)
+        test_df = score_samples(detector, plan.test, device=run.device, desc="test", **settings)
+        val_df = score_samples(detector, plan.val, device=run.device, desc="val", **settings) if plan.val else None
+        if not main:
+            distributed.barrier()  # wait for rank 0's analyses and reports
+            return None
+        results = _report(config, protocol, plan, run, detector, weights, test_df, val_df, analyses)
+        distributed.barrier()
+        return results
+    finally:
+        if main:
+            _close_log(run)
+
+
+def _report(config, protocol, plan, run, detector, weights, test_df, val_df, analyses) -> dict[str, Any]:
+    ev = config.get("eval", {})
+    measured = evaluate(test_df, val_df, generators=plan.test_generators,
+                        n_boot=int(ev.get("bootstrap", 1000)), seed=run.seed)
+    if val_df is not None and len(val_df):
+        direction = check_direction(val_df["label"], val_df["logit"],
+                                    where=f"the val split of training generator(s) {', '.join(plan.train_generators)}")
+    else:
+        on_train = test_df[test_df["generator"].isin(plan.train_generators)]
+        direction = check_direction(on_train["label"], on_train["logit"],
+                                    where=f"the test split of generator(s) {', '.join(plan.train_generators)}")
+
+    summaries = {}
+    for name, analysis_cls in analyses:
+        out_dir = run.dir / "analyses" / name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        analysis = analysis_cls(config.get("analyses", {}).get(name, {}))
+        context = AnalysisContext(detector=detector.eval(), samples=plan.test, device=run.device,
+                                  out_dir=out_dir, config=config)
+        result = analysis.run(context)
+        write_result(result, run.dir / "analyses", name)
+        summaries[name] = result.summary
+
+    skipped = list(test_df.attrs.get("skipped", [])) + (list(val_df.attrs.get("skipped", [])) if val_df is not None else [])
+    frames = [test_df] + ([val_df] if val_df is not None else [])
+    pd.concat(frames, ignore_index=True).to_csv(run.dir / "scores.csv", index=False)
+    metrics_frame(measured["per_generator"], measured["overall"]).to_csv(run.dir / "metrics.csv")
+    results = {
+        "schema": RESULTS_SCHEMA,
+        "detector": detector.name,
+        "suite": protocol.suite,
+        "benchmark": protocol.name,
+        "protocol": protocol.to_dict(),
+        "profile": config["run"].get("profile"),
+        "train_generators": plan.train_generators,
+        "test_generators": plan.test_generators,
+        "weights": weights,
+        "manifest_hash": plan.manifest_hash,
+        "metrics": measured,
+        "direction_check": direction,
+        "analyses": summaries,
+        "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
+        "counts": {"train": len(plan.train), "val": len(plan.val), "test": len(plan.test),
+                   "scored_test": len(test_df), "from_cache_test": test_df.attrs.get("cached", 0)},
+        "score_cache_key": test_df.attrs.get("cache_key"),
+        "seed": run.seed,
+        "run_dir": str(run.dir),
+    }
+    # not Run.write_json: its sorted keys would lose the table order of per_generator
+    tmp = run.dir / "results.json.tmp"
+    tmp.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False, default=str))
+    tmp.replace(run.dir / "results.json")
+    table = paper_table({detector.name: measured}, plan.test_generators)
+    run.dir.joinpath("table.md").write_text(tabulate(table, headers="keys", tablefmt="github", floatfmt=".1f") + "\n")
+    return results
+
+
+def json_safe(value):
+    """NaN and infinities (an analysis summary may hold them) become ``None``: strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return json_safe(value.item())  # numpy / torch scalars
+    return value
+
+
+def paper_table(results_by_detector: dict[str, dict], generators: list[str]) -> pd.DataFrame:
+    """The papers' shape: one row per detector; columns the generators' accuracy, mAcc, std (in %)."""
+    rows = []
+    for name, measured in results_by_detector.items():
+        row = {"detector": name}
+        for gen in generators:
+            acc = measured["per_generator"].get(gen, {}).get("acc")
+            row[gen] = None if acc is None else 100 * acc
+        summary = measured["summary"]
+        row["mAcc"] = None if summary["mAcc"] is None else 100 * summary["mAcc"]
+        row["std"] = None if summary["std"] is None else 100 * summary["std"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("detector")
+
+
+def print_results(results: dict[str, Any], protocol: Protocol) -> None:
+    measured = results["metrics"]
+    print(f"\n{results['benchmark']}: {protocol.description or results['suite']}")
+    print(f"trained on: {', '.join(results['train_generators'])}; accuracy (%) at P(fake) = 0.5\n")
+    print(tabulate(paper_table({results["detector"]: measured}, results["test_generators"]),
+                   headers="keys", floatfmt=".1f", missingval="-"))
+    per_gen = metrics_frame(measured["per_generator"], measured["overall"])[protocol.metrics]
+    print()
+    print(tabulate(per_gen, headers="keys", floatfmt=".4f", missingval="-"))
+    summary = measured["summary"]
+    ci = summary.get("mAcc_ci95")
+    if ci:
+        print(f"\nmAcc 95% CI (bootstrap): [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]; "
+              f"worst generator: {summary['worst_generator']} ({100 * summary['worst_acc']:.1f})")
+    if results["skipped"]:
+        print(f"{len(results['skipped'])} files could not be scored (listed in results.json)")
+    print(f"run folder: {results['run_dir']}")
+
+
+def run_from_args(args) -> int:
+    config, protocol = resolve(args)
+    try:
+        results = execute(config, protocol)
+    except TrainingStopped as stop:
+        if distributed.is_main_process():
+            print(f"{stop}; rerun with --set run.dir={stop.last.parent.parent} to continue")
+        return 0
+    finally:
+        distributed.destroy()
+    if results is not None:
+        print_results(results, protocol)
+    return 0

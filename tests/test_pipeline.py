@@ -1,0 +1,161 @@
+"""``harness run`` end to end: a tiny detector (registered through a pluggy plugin object) on a
+folder-suite tree written by ``tests/fakedata.py``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tiny_detector
+from fakedata import write_pairs
+from harness.checkpoints import save_checkpoint, sha256_file
+from harness.cli import main
+from harness.metrics import binary_metrics
+from harness.plugins import get_plugins
+from tiny_detector import TinyResidualDetector
+
+GENERATORS = ("g1", "g2", "g3")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A folder suite with train/val/test splits of three generators, and private caches."""
+    data = tmp_path / "data"
+    for k, gen in enumerate(GENERATORS):
+        for j, (split, n) in enumerate((("train", 8), ("val", 4), ("test", 6))):
+            write_pairs(data / split / gen / "0_real", data / split / gen / "1_fake", n, seed=10 * k + j)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HARNESS_BENCHMARKS", str(tmp_path / "benchmarks"))
+    monkeypatch.chdir(tmp_path)
+    tiny_detector.install(get_plugins())
+    TinyResidualDetector.calls = 0
+    return tmp_path
+
+
+def harness_run(env, *extra) -> dict:
+    args = ["run", "--detector", "tiny-residual", "--suite", "folder", "--set", f"suite.root={env / 'data'}",
+            "--out", str(env / "runs"), "--set", "eval.workers=0", "--set", "eval.bootstrap=200", *extra]
+    assert main(args) == 0
+    latest = max((env / "runs").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    return json.loads((latest / "results.json").read_text())
+
+
+def test_run_with_weights_scores_metrics_and_table(env, capsys):
+    det = TinyResidualDetector()
+    weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)
+    results = harness_run(env, "--weights", str(weights))
+    out = capsys.readouterr().out
+
+    assert results["schema"] == 1 and results["detector"] == "tiny-residual" and results["suite"] == "folder"
+    assert results["weights"] == {"path": str(weights.resolve()), "sha256": sha256_file(weights), "trained_in_run": False}
+    assert results["train_generators"] == list(GENERATORS) and results["test_generators"] == list(GENERATORS)
+    run_dir = Path(results["run_dir"])
+    for name in ("config.json", "environment.json", "results.json", "scores.csv", "metrics.csv", "table.md"):
+        assert (run_dir / name).is_file(), name
+
+    # the metrics in results.json equal those recomputed from scores.csv, generator by generator
+    scores = pd.read_csv(run_dir / "scores.csv")
+    test = scores[scores.split == "test"]
+    assert len(test) == len(GENERATORS) * 12 and set(scores.split) == {"test", "val"}
+    for gen in GENERATORS:
+        part = test[test.generator == gen]
+        expected = binary_metrics(part.label, part.logit)
+        got = results["metrics"]["per_generator"][gen]
+        for key in ("acc", "real_acc", "fake_acc", "ap", "auc", "eer"):
+            assert got[key] == pytest.approx(expected[key]), key
+    accs = [results["metrics"]["per_generator"][g]["acc"] for g in GENERATORS]
+    assert results["metrics"]["summary"]["mAcc"] == pytest.approx(np.mean(accs))
+    assert results["direction_check"]["inverted"] is False
+    assert results["manifest_hash"] and results["skipped"] == []
+
+    # the papers' table: a row for the detector, columns generators, mAcc, std
+    header = next(line for line in out.splitlines() if "mAcc" in line)
+    assert header.split() == ["detector", *GENERATORS, "mAcc", "std"]
+    row = next(line for line in out.splitlines() if line.startswith("tiny-residual"))
+    assert row.split()[-2] == f"{100 * np.mean(accs):.1f}"
+
+    # the same evaluation again: every score comes from the cache, the model is never called
+    TinyResidualDetector.calls = 0
+    again = harness_run(env, "--weights", str(weights))
+    assert TinyResidualDetector.calls == 0
+    assert again["counts"]["from_cache_test"] == again["counts"]["test"]
+    assert again["metrics"] == results["metrics"]
+
+
+def test_benchmark_protocol_and_train_generator_override(env, capsys):
+    bench = env / "benchmarks"
+    bench.mkdir()
+    (bench / "tinybench.toml").write_text(
+        '[protocol]\nsuite = "folder"\ntrain_generators = ["g1"]\ntest_generators = ["g3", "g1"]\n'
+        'metrics = ["acc", "auc"]\nanalyses = ["tiny-count"]\nprofile = "mini"\n'
+    )
+    det = TinyResidualDetector()
+    weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)
+    args = ["--weights", str(weights)]
+    results = harness_run(env, *args, "--suite", "tinybench")
+    assert results["benchmark"] == "tinybench" and results["profile"] == "mini"
+    assert results["train_generators"] == ["g1"] and results["test_generators"] == ["g3", "g1"]
+    assert list(results["metrics"]["per_generator"]) == ["g3", "g1"]
+    assert results["direction_check"]["where"].startswith("the val split of training generator(s) g1")
+    # the protocol's analysis ran on the test samples, its report was written, NaN became null
+    assert results["analyses"]["tiny-count"] == {"n": 24, "undefined": None, "eval_mode": True}
+    counts = pd.read_csv(Path(results["run_dir"]) / "analyses" / "tiny-count" / "counts.csv")
+    assert counts.set_index("generator")["n"].to_dict() == {"g1": 12, "g3": 12}
+
+    results = harness_run(env, *args, "--suite", "tinybench", "--set", 'protocol.train_generators=["g2"]',
+                          "--set", "protocol.analyses=[]")
+    assert results["train_generators"] == ["g2"] and results["protocol"]["train_generators"] == ["g2"]
+    assert results["analyses"] == {}
+    code = main(["run", "--detector", "tiny-residual", "--suite", "tinybench", "--set", f"suite.root={env / 'data'}",
+                 "--weights", str(weights), "--set", 'protocol.analyses=["no-such-analysis"]'])
+    assert code == 2 and "unknown analysis 'no-such-analysis'" in capsys.readouterr().err
+
+    code = main(["run", "--detector", "tiny-residual", "--suite", "tinybench", "--set", f"suite.root={env / 'data'}",
+                 "--weights", str(weights), "--set", 'protocol.test_generators=["nope"]'])
+    assert code == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_inverted_detector_triggers_the_direction_warning(env, capsys):
+    det = TinyResidualDetector({"invert": True})
+    weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)
+    results = harness_run(env, "--weights", str(weights), "--set", "detector.invert=true")
+    assert results["direction_check"]["inverted"] is True
+    assert results["metrics"]["summary"]["mAcc"] < 0.5
+    assert "LABEL DIRECTION WARNING" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_without_weights_trains_then_evaluates(env):
+    results = harness_run(env, "--set", 'protocol.train_generators=["g1"]', "--set", "train.epochs=1",
+                          "--set", "train.batch_size=8", "--set", "detector.bias=-3.0")
+    assert results["weights"]["trained_in_run"] is True
+    best = Path(results["weights"]["path"])
+    assert best.is_file() and results["weights"]["sha256"] == sha256_file(best)
+    assert results["counts"]["train"] == 16 and results["counts"]["val"] == 8
+    assert results["metrics"]["summary"]["mAcc"] is not None
+
+
+@pytest.mark.slow
+def test_matrix_trains_on_each_generator_and_tests_on_all(env, capsys):
+    args = ["matrix", "--detector", "tiny-residual", "--suite", "folder", "--set", f"suite.root={env / 'data'}",
+            "--out", str(env / "runs"), "--generators", "g1,g3", "--set", "eval.workers=0",
+            "--set", "eval.bootstrap=50", "--set", "train.epochs=1", "--set", "train.batch_size=8"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    (matrix_dir,) = [p for p in (env / "runs").iterdir() if "-matrix-" in p.name]
+    matrix = pd.read_csv(matrix_dir / "matrix.csv", index_col=0)
+    assert list(matrix.index) == ["g1", "g3"]
+    assert list(matrix.columns) == [*GENERATORS, "mAcc", "std"]
+    runs = json.loads((matrix_dir / "matrix.json").read_text())["runs"]
+    for gen in ("g1", "g3"):
+        results = json.loads((Path(runs[gen]) / "results.json").read_text())
+        assert results["train_generators"] == [gen] and results["weights"]["trained_in_run"]
+        for test_gen in GENERATORS:
+            assert matrix.loc[gen, test_gen] == pytest.approx(100 * results["metrics"]["per_generator"][test_gen]["acc"])
+    assert "trained on" in out and "*" in out
+    assert main(args + ["--weights", "x.safetensors"]) == 2

@@ -1,8 +1,11 @@
 import os
+import tempfile
 
 # A hub lookup must fail in seconds here (no network), not after a minute of retries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Manifests, score caches and built suites go to a per-session folder, not the user's home.
+os.environ.setdefault("HARNESS_CACHE_DIR", tempfile.mkdtemp(prefix="harness-test-cache-"))
 
 import torch  # noqa: E402
 

@@ -11,14 +11,14 @@ class TinyCNN(Detector):
     description = "Three-layer CNN; the example every new detector plugin starts from."
     reference = "examples/harness-tiny-cnn"
     defaults = {"width": 16, "size": 32}
-    training = {"epochs": 3, "batch_size": 16, "lr": 3e-3}
+    training = {"epochs": 10, "batch_size": 16, "lr": 1e-2}
 
     def __init__(self, config=None):
         super().__init__(config)
         width = self.config["width"]
         self.net = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 1),
         )
 

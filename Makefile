@@ -21,6 +21,10 @@ demo: $(STAMP)
 	$(BIN)/harness run --detector ppl --suite mini
 
 test: $(STAMP)
+	@# CI also installs headless Chromium so the leaderboard page is checked in a real browser.
+	@if [ -n "$$CI" ] && ! command -v chromium >/dev/null 2>&1; then \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the browser tests will be skipped"; fi
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
 clean:

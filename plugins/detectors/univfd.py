@@ -1,0 +1,244 @@
+"""UnivFD (Ojha et al., CVPR 2023): a linear probe on frozen CLIP image features.
+
+Model: the image tower of an open_clip model (``ViT-L-14`` with OpenAI weights by default;
+any open_clip model, or the ``tiny`` random-init ViT for tests and the mini profile), whose
+``encode_image`` output (after ``ln_post`` and ``proj``: 768-d for ViT-L/14) feeds
+``Linear(dim, 1)``; sigmoid of the logit = P(fake), as in the official code.
+
+The backbone is frozen, so its features are cached (:mod:`harness.feature_cache`):
+training the head and re-scoring read stored features instead of running CLIP again.
+
+Checkpoints accepted by :meth:`UnivFD.load_weights`:
+
+- the official head file ``pretrained_weights/fc_weights.pth`` = ``{'weight': [1, 768], 'bias': [1]}``;
+- the official training checkpoint ``{'model': state_dict, 'optimizer': ..., 'total_steps': ...}``
+  (``model.*`` = the whole OpenAI CLIP, ``fc.*`` = the head): the head is loaded, and the
+  ``model.visual.*`` weights replace the backbone's (the text tower is not used);
+- a harness checkpoint (``head.weight``, ``head.bias``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageFilter
+from torch import nn
+
+from harness import hookimpl
+from harness.backbones import build_vit
+from harness.checkpoints import load_state, strip_prefix
+from harness.detector import Detector, InputPolicy, apply_policy
+from harness.errors import HarnessError
+from harness.feature_cache import tensor_digest
+
+log = logging.getLogger(__name__)
+
+
+def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def blur_jpeg(image: Image.Image, config: dict[str, Any], generator: torch.Generator | None) -> Image.Image:
+    """UnivFD's (CNNDetection's) training augmentation: Gaussian blur with probability
+    ``blur_prob`` and sigma ~ U(blur_sigma), then JPEG with probability ``jpeg_prob`` and a
+    quality drawn uniformly from the integers in ``jpeg_quality`` (PIL's encoder)."""
+    if float(torch.rand((), generator=generator)) < float(config["blur_prob"]):
+        sigma = _uniform(generator, *map(float, config["blur_sigma"]))
+        if sigma > 0:
+            image = image.filter(ImageFilter.GaussianBlur(radius=sigma))
+    if float(torch.rand((), generator=generator)) < float(config["jpeg_prob"]):
+        low, high = map(int, config["jpeg_quality"])
+        quality = int(torch.randint(low, high + 1, (1,), generator=generator))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=quality)
+        buffer.seek(0)
+        image = Image.open(buffer).convert("RGB")
+    return image
+
+
+class UnivFD(Detector):
+    name = "univfd"
+    description = "UnivFD: frozen CLIP ViT-L/14 image features + a linear head (features cached)"
+    reference = "Ojha, Li, Lee. Towards Universal Fake Image Detectors that Generalize Across Generative Models. CVPR 2023"
+
+    defaults = {
+        # A harness backbone spec (harness.backbones): open_clip:<model>, timm:<model> or tiny.
+        "backbone": "open_clip:ViT-L-14",
+        "pretrained": "openai",
+        # Local backbone weights (safetensors or a torch state dict): no hub download.
+        "backbone_weights": None,
+        # Sizes of the ``tiny`` backbone (img_size comes from crop_size).
+        "tiny": {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2},
+        "crop_size": 224,
+        # Training only: shorter side resized to this before RandomCrop (the test policy never resizes).
+        "resize_to": 256,
+        "blur_prob": 0.5,
+        "blur_sigma": [0.0, 3.0],
+        "jpeg_prob": 0.5,
+        "jpeg_quality": [30, 100],
+        # Train the head and score through the frozen-feature cache (no augmentation on that path).
+        "cache_features": True,
+        "feature_cache_dir": None,
+        "head_init_std": 0.02,
+    }
+    # The published recipe (train.py, options/*.py at 76a0e3e); early stopping on validation
+    # accuracy with patience 5, then lr / 10, down to 1e-6.
+    training = {
+        "epochs": 100,
+        "batch_size": 256,
+        "lr": 1e-4,
+        "weight_decay": 0.0,
+        "patience": 5,
+        "min_lr": 1e-6,
+    }
+    # No pretrained CLIP can be fetched offline: the mini profile's frozen features come from a
+    # random-init tiny ViT. With local CLIP weights, override it, e.g.
+    # --set detector.backbone=open_clip:ViT-B-16 --set detector.backbone_weights=PATH.
+    profiles = {
+        "mini": {
+            "detector": {
+                "backbone": "tiny",
+                "pretrained": "none",
+                "tiny": {"patch_size": 8, "embed_dim": 96, "depth": 2, "num_heads": 3},
+                "crop_size": 64,
+                "resize_to": 64,
+            },
+            "train": {"epochs": 100, "batch_size": 64, "lr": 1e-2, "patience": 10, "min_lr": 1e-5},
+        }
+    }
+
+    def __init__(self, config: dict[str, Any] | None = None):
+        super().__init__(config)
+        cfg = self.config
+        self.backbone = build_vit(
+            str(cfg["backbone"]),
+            pretrained=cfg.get("pretrained"),
+            weights=cfg.get("backbone_weights"),
+            image_size=int(cfg["crop_size"]),
+            tiny=cfg.get("tiny"),
+        )
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+        self.feature_dim = int(self.backbone.facts.pooled_dim)
+        self.head = nn.Linear(self.feature_dim, 1)
+        nn.init.normal_(self.head.weight, 0.0, float(cfg["head_init_std"]))
+        self._identity: tuple[tuple, dict[str, Any]] | None = None
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Where the frozen backbone's weights came from (recorded by the training engine)."""
+        return self.backbone.provenance
+
+    # -- input ---------------------------------------------------------------------------------
+    def input_policy(self, train: bool = False) -> InputPolicy:
+        facts = self.backbone.facts
+        size = int(self.config["crop_size"])
+        common = dict(size=size, pad_value=0, mean=facts.mean, std=facts.std, patch_grid=size // facts.patch_size)
+        if train:
+            return InputPolicy(
+                geometry="resize_crop", resize_to=int(self.config["resize_to"]), flip=True,
+                description="shorter side to resize_to, blur/JPEG augmentation, RandomCrop, flip", **common,
+            )
+        return InputPolicy(geometry="center_crop", description="no resize; CenterCrop (pads smaller images with 0)", **common)
+
+    def preprocess(self, images, *, train: bool = False, generator: torch.Generator | None = None):
+        if not train:
+            return super().preprocess(images, train=False, generator=generator)
+        # Official order: resize, then blur/JPEG, then crop and flip.
+        target = int(self.config["resize_to"])
+        resized = []
+        for img in images:
+            w, h = img.size
+            scale = target / min(w, h)
+            if scale != 1:
+                img = img.resize((max(target, round(w * scale)), max(target, round(h * scale))), Image.BILINEAR)
+            resized.append(blur_jpeg(img, self.config, generator))
+        return apply_policy(self.input_policy(True), resized, train=True, generator=generator)
+
+    # -- model ---------------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.eval()  # frozen: never in training mode
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen CLIP image feature ``[B, dim]`` of inputs in [0, 1]."""
+        pooled, _ = self.backbone(self.normalize(x))
+        return pooled
+
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head_logits(self.features(x))
+
+    def feature_identity(self) -> dict[str, Any]:
+        """The frozen backbone's identity for the feature cache: a hash of its tensors,
+        recomputed whenever a tensor was replaced or changed in place (version counters)."""
+        stamp = tuple((t.data_ptr(), t._version) for t in self.backbone.state_dict().values())
+        if self._identity is None or self._identity[0] != stamp:
+            self._identity = (stamp, {"backbone": self.config["backbone"], "sha256": tensor_digest(self.backbone)})
+        return self._identity[1]
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        # The backbone is frozen and identified by the configuration; only the head is trained.
+        return {f"head.{k}": v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+
+    def _load_head(self, weight, bias, path) -> None:
+        if not isinstance(weight, torch.Tensor) or not isinstance(bias, torch.Tensor):
+            raise HarnessError(f"checkpoint {path}: the head weight and bias must be tensors")
+        if tuple(weight.shape) != (1, self.feature_dim) or tuple(bias.shape) != (1,):
+            raise HarnessError(
+                f"checkpoint {path} holds a head of weight {list(weight.shape)} and bias {list(bias.shape)}, "
+                f"but backbone '{self.config['backbone']}' gives {self.feature_dim}-d features, so the head must be "
+                f"weight [1, {self.feature_dim}] and bias [1] (the official fc_weights.pth is for ViT-L-14, 768-d)"
+            )
+        with torch.no_grad():
+            self.head.weight.copy_(weight.to(self.head.weight.dtype))
+            self.head.bias.copy_(bias.to(self.head.bias.dtype))
+
+    def _load_visual(self, visual: dict[str, torch.Tensor], path) -> None:
+        tower = self.backbone.model
+        own = tower.state_dict()
+        missing = sorted(set(own) - set(visual))
+        unexpected = sorted(set(visual) - set(own))
+        wrong = sorted(k for k in set(own) & set(visual) if tuple(own[k].shape) != tuple(visual[k].shape))
+        if missing or unexpected or wrong:
+            raise HarnessError(
+                f"the CLIP visual weights in {path} (model.visual.*) do not fit backbone '{self.config['backbone']}': "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong[:5]}"
+            )
+        tower.load_state_dict(visual, strict=True)
+
+    def load_weights(self, path: str | Path) -> None:
+        state = load_state(path)
+        if not isinstance(state, dict):
+            raise HarnessError(f"checkpoint {path} is not a state dict (got {type(state).__name__})")
+        if isinstance(state.get("model"), dict):  # official train.py: {'model', 'optimizer', 'total_steps'}
+            state = state["model"]
+        state = strip_prefix(state, "module.")
+        if set(state) == {"weight", "bias"}:  # official pretrained_weights/fc_weights.pth
+            self._load_head(state["weight"], state["bias"], path)
+        elif "fc.weight" in state and "fc.bias" in state:  # the official model's state dict
+            visual = {k[len("model.visual."):]: v for k, v in state.items() if k.startswith("model.visual.")}
+            if visual:
+                self._load_visual(visual, path)
+            self._load_head(state["fc.weight"], state["fc.bias"], path)
+        elif "head.weight" in state and "head.bias" in state:  # harness checkpoint
+            self._load_head(state["head.weight"], state["head.bias"], path)
+        else:
+            raise HarnessError(
+                f"checkpoint {path} is not a UnivFD checkpoint: expected the official head file "
+                "{'weight', 'bias'}, the official training checkpoint {'model': {..., 'fc.weight', 'fc.bias'}} "
+                f"or a harness checkpoint (head.weight, head.bias); found keys {sorted(state)[:6]}"
+            )
+
+
+@hookimpl
+def register_detectors(register):
+    register(UnivFD)

@@ -1,0 +1,244 @@
+"""DRCT: official key layouts, the 2-way -> P(fake) conversion, pairs in the training step."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from torch import nn
+
+from harness.checkpoints import save_checkpoint
+from harness.detector import IMAGENET_MEAN, IMAGENET_STD
+from harness.errors import HarnessError
+from harness.plugins import get_detector
+from plugins.detectors.drct import DRCT, contrastive_loss
+
+TINY_CONVNEXT = {"depths": [1, 1, 1, 1], "dims": [8, 16, 24, 32]}
+CONVNEXT = {"variant": "convnext", "convnext": "convnext_atto", "convnext_kwargs": TINY_CONVNEXT,
+            "pretrained": "none", "embedding_size": 16, "crop_size": 32}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> str:
+    """An open_clip config with OpenAI CLIP's layout; its image feature is 48-d."""
+    import open_clip
+
+    name = "drct-test-tiny-clip"
+    path = tmp_path_factory.mktemp("clipcfg") / f"{name}.json"
+    path.write_text(json.dumps({
+        "embed_dim": 48,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
+    }))
+    open_clip.add_model_config(path)
+    return name
+
+
+def clip_config(name: str) -> dict:
+    return {"variant": "clip", "clip_model": name, "pretrained": "none", "embedding_size": 16, "crop_size": 32}
+
+
+def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
+    return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+def randomise(module: nn.Module, std: float = 0.1) -> nn.Module:
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, std)
+    return module
+
+
+def test_registered_through_entry_point():
+    assert get_detector("drct") is DRCT and DRCT.needs_pairs
+
+
+def test_full_size_layouts_match_the_published_keys():
+    with torch.device("meta"):  # shapes only: no memory, no time
+        convb = DRCT({"pretrained": "none"})
+    shapes = {k: tuple(v.shape) for k, v in convb.state_dict().items()}
+    assert shapes["model.stem.0.weight"] == (128, 3, 4, 4)
+    assert shapes["model.head.fc.weight"] == (1024, 1024)
+    assert shapes["fc.weight"] == (2, 1024) and shapes["fc.bias"] == (2,)
+    assert all(k.startswith(("model.", "fc.")) for k in shapes)
+
+
+def test_official_convnext_checkpoint_and_label_direction(tmp_path):
+    # The official model, rebuilt independently: timm ConvNeXt with head.fc -> embedding, fc -> 2 classes.
+    torch.manual_seed(1)
+    backbone = randomise(timm.create_model("convnext_atto", pretrained=False, num_classes=16,
+                                           depths=(1, 1, 1, 1), dims=(8, 16, 24, 32)))
+    fc = randomise(nn.Linear(16, 2), 1.0)
+    state = {f"model.{k}": v for k, v in backbone.state_dict().items()}
+    state.update({f"fc.{k}": v for k, v in fc.state_dict().items()})
+    assert "model.head.fc.weight" in state and "model.stem.0.weight" in state
+    path = tmp_path / "14_acc0.9996.pth"
+    torch.save({f"module.{k}": v for k, v in state.items()}, path)  # a DataParallel save
+
+    det = DRCT(CONVNEXT)
+    det.load_weights(path)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        backbone.eval()
+        z = fc(backbone(imagenet_normalise(x)))
+        p_fake = 1 - torch.softmax(z, dim=1)[:, 0]  # the official score
+        assert torch.allclose(torch.sigmoid(det.eval()(x)), p_fake, atol=1e-5)
+        assert torch.allclose(det.class_logits(x), z, atol=1e-5)
+
+
+def test_wrong_checkpoints_name_the_keys(tmp_path):
+    det = DRCT(CONVNEXT)
+    state = dict(det.state_dict())
+    state["fc.weight"] = torch.zeros(2, 1024)  # the full-size head in a small model
+    path = tmp_path / "wrong.pth"
+    torch.save(state, path)
+    with pytest.raises(HarnessError, match=r"1 wrong shapes \['fc.weight \[2, 1024\] != \[2, 16\]'\]"):
+        det.load_weights(path)
+    state = dict(det.state_dict())
+    del state["model.head.fc.bias"]
+    state["model.head.extra"] = torch.zeros(1)
+    torch.save(state, path)
+    with pytest.raises(HarnessError, match=r"missing keys \['model.head.fc.bias'\].*unexpected keys \['model.head.extra'\]"):
+        det.load_weights(path)
+
+
+def test_official_clip_checkpoint_with_text_tower(tmp_path, tiny_clip):
+    import open_clip
+
+    torch.manual_seed(2)
+    clip = randomise(open_clip.create_model(tiny_clip, pretrained=None), 0.05)
+    proj = randomise(nn.Linear(48, 16), 0.2)
+    fc = randomise(nn.Linear(16, 2), 1.0)
+    # CLIPModelV2 keeps the whole CLIP as model.model and its Linear(768, 1024) as model.fc.
+    state = {f"model.model.{k}": v for k, v in clip.state_dict().items()}
+    state.update({f"model.fc.{k}": v for k, v in proj.state_dict().items()})
+    state.update({f"fc.{k}": v for k, v in fc.state_dict().items()})
+    assert any(k.startswith("model.model.transformer.") for k in state)
+    path = tmp_path / "13_acc0.9664.pth"
+    torch.save(state, path)
+
+    det = DRCT(clip_config(tiny_clip))
+    det.load_weights(path)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        # DRCT feeds CLIP ImageNet-normalised inputs (its transforms use ImageNet statistics).
+        z = fc(proj(clip.encode_image(imagenet_normalise(x))))
+        p_fake = 1 - torch.softmax(z, dim=1)[:, 0]
+        assert torch.allclose(torch.sigmoid(det.eval()(x)), p_fake, atol=1e-5)
+
+    # The frozen tower is not part of a harness checkpoint; the trained layers round-trip.
+    saved = det.checkpoint_state()
+    assert set(saved) == {"model.fc.weight", "model.fc.bias", "fc.weight", "fc.bias"}
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", saved, det.config)
+    other = DRCT(clip_config(tiny_clip))
+    other.model.model.load_state_dict(det.model.model.state_dict())
+    other.load_weights(ckpt)
+    with torch.no_grad():
+        assert torch.allclose(other.eval()(x), det(x), atol=1e-6)
+
+    # A text-tower key that is not CLIP's is still an error.
+    state["model.model.not_clip"] = torch.zeros(1)
+    torch.save(state, path)
+    with pytest.raises(HarnessError, match=r"unexpected keys \['model.model.not_clip'\]"):
+        DRCT(clip_config(tiny_clip)).load_weights(path)
+
+
+def test_clip_variant_trains_only_the_projection_and_head(tiny_clip):
+    det = DRCT(clip_config(tiny_clip))
+    det.train()
+    trainable = {n for n, p in det.named_parameters() if p.requires_grad}
+    assert trainable == {"model.fc.weight", "model.fc.bias", "fc.weight", "fc.bias"}
+    assert not det.model.model.training
+
+
+def brute_force_contrastive(emb: np.ndarray, labels: list[int], pos_margin: float, neg_margin: float) -> float:
+    unit = [e / math.sqrt(sum(v * v for v in e)) for e in emb]
+    pos, neg = [], []
+    for i in range(len(unit)):
+        for j in range(len(unit)):
+            if i == j:
+                continue
+            d = math.sqrt(sum((a - b) ** 2 for a, b in zip(unit[i], unit[j])))
+            if labels[i] == labels[j]:
+                pos.append(max(0.0, d - pos_margin))
+            else:
+                neg.append(max(0.0, neg_margin - d))
+    mean_nonzero = lambda xs: (sum(x for x in xs if x > 0) / sum(1 for x in xs if x > 0)) if any(x > 0 for x in xs) else 0.0  # noqa: E731
+    return mean_nonzero(pos) + mean_nonzero(neg)
+
+
+@pytest.mark.parametrize("pos_margin,neg_margin", [(0.0, 1.0), (0.2, 1.5)])
+def test_contrastive_loss_matches_brute_force(pos_margin, neg_margin):
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(7, 5))
+    labels = [0, 1, 1, 0, 1, 0, 0]
+    got = contrastive_loss(torch.tensor(emb, dtype=torch.float32), torch.tensor(labels), pos_margin, neg_margin)
+    assert float(got) == pytest.approx(brute_force_contrastive(emb, labels, pos_margin, neg_margin), rel=1e-5)
+
+
+def test_contrastive_loss_has_finite_gradients_for_identical_embeddings():
+    emb = torch.ones(4, 3, requires_grad=True)
+    loss = contrastive_loss(emb, torch.tensor([0, 0, 1, 1]))
+    loss.backward()
+    assert torch.isfinite(emb.grad).all() and float(loss.detach()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_training_step_adds_each_fakes_real_source_as_a_real_example():
+    torch.manual_seed(3)
+    det = DRCT(CONVNEXT)
+    x, pair = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    batch = {"x": x, "label": torch.tensor([0, 1, 1, 0]), "pair": pair,
+             "has_pair": torch.tensor([False, True, False, False])}
+    det.eval()  # no randomness in the forward: compare with a hand-built batch
+    out = det.training_step(batch)
+    xs = torch.cat([x, pair[1:2]])
+    labels = torch.tensor([0, 1, 1, 0, 0])
+    emb = det.model(imagenet_normalise(xs))
+    z = det.fc(emb)
+    expected = 0.7 * nn.functional.cross_entropy(z, labels) + 0.3 * contrastive_loss(emb, labels)
+    assert torch.allclose(out["loss"], expected, atol=1e-5)
+    assert torch.allclose(out["contrastive"], contrastive_loss(emb, labels).detach(), atol=1e-5)
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
+    torch.manual_seed(4)
+    det = DRCT(CONVNEXT)
+    batch = {"x": torch.rand(4, 3, 32, 32), "label": torch.tensor([0, 1] * 2),
+             "pair": torch.rand(4, 3, 32, 32), "has_pair": torch.tensor([False, True] * 2)}
+    opt = det.configure_optimizer(det.parameters_to_train(), {"lr": 1e-2})
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["weight_decay"] == 4e-5
+    det.train()
+    first = float(det.training_step(batch)["loss"].detach())
+    for _ in range(8):
+        loss = det.training_step(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(det.training_step(batch)["loss"].detach()) < 0.8 * first
+
+
+def test_input_policy_pads_with_zero_and_uses_imagenet_statistics(tiny_clip):
+    for det in (DRCT(CONVNEXT), DRCT(clip_config(tiny_clip))):
+        policy = det.input_policy(False)
+        assert (policy.geometry, policy.size, policy.pad_value) == ("center_crop", 32, 0)
+        assert policy.mean == IMAGENET_MEAN and policy.std == IMAGENET_STD
+    img = Image.fromarray(np.full((20, 40, 3), 200, dtype=np.uint8))
+    out = DRCT(CONVNEXT).preprocess([img])[0]
+    assert out.shape == (3, 32, 32)
+    assert out[:, :6].abs().sum() == 0 and out[:, 26:].abs().sum() == 0  # zero padding rows
+    assert torch.allclose(out[:, 6:26], torch.full((3, 20, 32), 200 / 255))
+
+
+def test_training_augmentation_treats_image_and_pair_alike():
+    det = DRCT({**CONVNEXT, "jpeg_prob": 1.0, "rot90_prob": 1.0, "blur_prob": 1.0, "gray_prob": 0.0})
+    rng = np.random.default_rng(5)
+    img = Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    a, b = det.preprocess([img, img.copy()], train=True, generator=torch.Generator().manual_seed(9))
+    assert a.shape == (3, 32, 32) and torch.equal(a, b)
+    c, _ = det.preprocess([img, img], train=True, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(a, c)

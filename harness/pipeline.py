@@ -30,7 +30,7 @@ from harness.metrics import check_direction, evaluate, metrics_frame
 from harness.plugins import get_analysis, get_detector, get_suite
 from harness.protocols import Protocol, protocol_layer
 from harness.reports import write_result
-from harness.runs import Run, select_device, start_run
+from harness.runs import Run, seed_everything, select_device, start_run
 from harness.scoring import default_cache_dir, score_samples
 from harness.suite import Sample
 from harness.training import TrainingStopped, train
@@ -194,6 +194,8 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
     try:
         will_train = not config["run"].get("weights") and detector_cls.trainable
         plan = plan_samples(config, protocol, will_train=will_train)
+        # Building a suite may draw random numbers; the model's initialisation must not depend on it.
+        seed_everything(run.seed)
         detector = detector_cls(config["detector"])
         weights = _obtain_weights(detector, config, plan, run)
         settings = _eval_settings(config)

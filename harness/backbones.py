@@ -1,0 +1,316 @@
+"""Vision-transformer backbones shared by the detectors: open_clip CLIP, timm (DINOv2) and a tiny ViT.
+
+Weights come from one of three places, and the choice is recorded (``provenance``):
+
+- the hub (open_clip / Hugging Face) when online — the default for the published backbones;
+- a local file (``weights=PATH``: safetensors, or a torch file read with ``weights_only=True``);
+- random initialisation, only when asked for with ``pretrained="none"`` (or the ``tiny`` config,
+  which has no published weights) — then ``provenance["random_init"]`` is true so runs say so.
+
+A hub download that fails (no network, ``HF_HUB_OFFLINE=1``) raises a :class:`HarnessError`
+telling the user to pass a local file; it never falls back to random weights silently.
+
+Spec strings: ``open_clip:<model name>`` (e.g. ``open_clip:ViT-L-14``), ``timm:<model name>``
+(e.g. ``timm:vit_large_patch14_dinov2.lvd142m``) and ``tiny`` (a timm ``VisionTransformer`` whose
+size is set by ``img_size``, ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.checkpoints import load_state, sha256_file, strip_prefix
+from harness.errors import HarnessError
+
+log = logging.getLogger(__name__)
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: peft ``target_modules`` for LoRA on the attention and MLP projections of each family.
+#: open_clip: ``attn`` is the fused ``nn.MultiheadAttention`` (peft wraps its ``in_proj``).
+LORA_TARGETS = {
+    "open_clip": ["attn", "c_fc", "c_proj"],
+    "timm": ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"],
+}
+
+TINY_DEFAULTS = {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}
+
+_RANDOM = ("none", "random", "", None, False)
+
+
+@dataclass
+class VisualFacts:
+    """What a detector needs to know about a backbone's input and output."""
+
+    family: str  # open_clip | timm
+    name: str
+    image_size: int
+    patch_size: int
+    token_dim: int  # width of the patch tokens
+    pooled_dim: int  # width of the pooled (class) feature
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``open_clip:ViT-L-14`` -> (``open_clip``, ``ViT-L-14``); ``tiny`` -> (``tiny``, ``tiny``)."""
+    if spec == "tiny":
+        return "tiny", "tiny"
+    family, sep, name = spec.partition(":")
+    if not sep or family not in ("open_clip", "timm") or not name:
+        raise HarnessError(
+            f"unknown backbone '{spec}': use 'open_clip:<name>' (e.g. open_clip:ViT-L-14), "
+            "'timm:<name>' (e.g. timm:vit_large_patch14_dinov2.lvd142m) or 'tiny'"
+        )
+    return family, name
+
+
+def _provenance(family: str, name: str, pretrained, weights) -> dict[str, Any]:
+    random_init = weights is None and pretrained in _RANDOM
+    prov: dict[str, Any] = {
+        "family": family,
+        "name": name,
+        "pretrained": None if pretrained in _RANDOM else pretrained,
+        "weights": str(weights) if weights else None,
+        "weights_sha256": sha256_file(weights) if weights else None,
+        "random_init": random_init,
+    }
+    if random_init:
+        log.warning("backbone %s:%s is randomly initialised (asked for explicitly)", family, name)
+    return prov
+
+
+def _hub_error(what: str, exc: Exception) -> HarnessError:
+    return HarnessError(
+        f"could not load the pretrained weights of {what} from the hub ({type(exc).__name__}: {exc}). "
+        "Pass a local weights file (detector.backbone_weights=PATH, safetensors or a torch state dict), "
+        "or set detector.pretrained='none' to train from random initialisation on purpose."
+    )
+
+
+def _check_weights_file(weights) -> Path:
+    path = Path(weights)
+    if not path.is_file():
+        raise HarnessError(f"backbone weights file {path} does not exist")
+    return path
+
+
+def _load_strict(module: nn.Module, state: dict, path, what: str) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise HarnessError(
+            f"weights file {path} does not fit {what}: missing keys {list(missing)[:5]}, "
+            f"unexpected keys {list(unexpected)[:5]}"
+        )
+
+
+# -- open_clip ------------------------------------------------------------------------------
+def _default_clip_tag(name: str) -> str | None:
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if "openai" in tags:
+        return "openai"
+    return tags[0] if tags else None
+
+
+def _clip_visual_state(state: dict) -> dict:
+    """A full CLIP state dict, a ``visual.``-prefixed one or a visual-only one -> visual keys."""
+    state = strip_prefix(state, "module.")
+    for prefix in ("model.visual.", "visual."):
+        if any(k.startswith(prefix) for k in state):
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def load_open_clip_visual(
+    name: str = "ViT-L-14",
+    *,
+    pretrained: str | None = "default",
+    weights: str | Path | None = None,
+    image_size: int | None = None,
+) -> tuple[nn.Module, int, VisualFacts]:
+    """The visual tower of an open_clip model.
+
+    ``pretrained``: an open_clip tag (``openai``, ``laion2b_s32b_b82k``, ...), ``"default"``
+    (``openai`` when the model has it, else its first tag) or ``"none"`` for random weights.
+    With ``weights`` the tower is built without download and the file is loaded (a full CLIP
+    state dict or the visual keys alone); the tag still selects QuickGELU for OpenAI weights.
+    Returns ``(visual, embed_dim, facts)`` where ``embed_dim`` is the width of
+    ``visual(x)`` (after ``ln_post`` and ``proj``: 768 for ViT-L-14).
+    """
+    import open_clip
+
+    if name not in open_clip.list_models():
+        raise HarnessError(f"unknown open_clip model '{name}'; see open_clip.list_models()")
+    if pretrained == "default":
+        pretrained = _default_clip_tag(name)
+        if pretrained is None and weights is None:
+            raise HarnessError(
+                f"open_clip model '{name}' has no published weights: pass a local file or pretrained='none'"
+            )
+    kwargs: dict[str, Any] = {"force_image_size": image_size} if image_size else {}
+    if pretrained == "openai":
+        kwargs["force_quick_gelu"] = True  # OpenAI's weights were trained with QuickGELU
+    if weights is not None:
+        path = _check_weights_file(weights)
+        model = open_clip.create_model(name, pretrained=None, **kwargs)
+        state = {f"visual.{k}": v for k, v in _clip_visual_state(load_state(path)).items()}
+        if image_size:
+            open_clip.model.resize_pos_embed(state, model)  # in place, only when the grid differs
+        _load_strict(model.visual, {k[len("visual."):]: v for k, v in state.items()}, path, f"open_clip {name}")
+    elif pretrained in _RANDOM:
+        model = open_clip.create_model(name, pretrained=None, **kwargs)
+    else:
+        try:
+            model = open_clip.create_model(name, pretrained=pretrained, require_pretrained=True, **kwargs)
+        except Exception as exc:  # offline, unknown tag, interrupted download: all need the same advice
+            raise _hub_error(f"open_clip {name} ({pretrained})", exc) from None
+    visual = model.visual
+    del model  # the text tower is not used
+    prep = getattr(visual, "preprocess_cfg", None) or {}
+    size = visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else int(size)
+    patch = visual.patch_size
+    patch = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
+    embed_dim = int(visual.output_dim)
+    facts = VisualFacts(
+        family="open_clip",
+        name=name,
+        image_size=size,
+        patch_size=patch,
+        token_dim=int(visual.transformer.width),
+        pooled_dim=embed_dim,
+        mean=tuple(prep.get("mean", CLIP_MEAN)),
+        std=tuple(prep.get("std", CLIP_STD)),
+        provenance=_provenance("open_clip", name, pretrained, weights),
+    )
+    return visual, embed_dim, facts
+
+
+# -- timm -----------------------------------------------------------------------------------
+def _timm_vit(name: str, *, pretrained, weights, image_size: int | None, **model_kwargs) -> tuple[nn.Module, dict]:
+    import timm
+    from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
+    kwargs: dict[str, Any] = {"num_classes": 0, **model_kwargs}
+    if image_size:
+        kwargs["img_size"] = image_size
+    if name == "tiny":
+        model = VisionTransformer(**kwargs)
+    else:
+        if not timm.is_model(name.split(".")[0]):
+            raise HarnessError(f"unknown timm model '{name}'; see timm.list_models()")
+        use_hub = weights is None and pretrained not in _RANDOM
+        try:
+            model = timm.create_model(name, pretrained=use_hub, **kwargs)
+        except Exception as exc:
+            if use_hub:
+                raise _hub_error(f"timm {name}", exc) from None
+            raise
+        if not isinstance(model, VisionTransformer):
+            raise HarnessError(f"timm model '{name}' is not a VisionTransformer; the ViT backbones need one")
+    if weights is not None:
+        path = _check_weights_file(weights)
+        state = strip_prefix(load_state(path), "module.")
+        state = checkpoint_filter_fn(state, model)  # official DINOv2 keys, pos-embed resampling
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        _load_strict(model, state, path, f"timm {name}")
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return model, cfg
+
+
+# -- the common wrapper ---------------------------------------------------------------------
+class ViTBackbone(nn.Module):
+    """A ViT returning ``(pooled [B, pooled_dim], patch tokens [B, N, token_dim])``.
+
+    Inputs are normalised tensors of ``facts.image_size`` squared; ``N = facts.grid ** 2``
+    tokens in row-major order of the patch grid (prefix tokens removed).
+    """
+
+    def __init__(self, model: nn.Module, facts: VisualFacts):
+        super().__init__()
+        self.model = model
+        self.facts = facts
+        if facts.family == "open_clip":
+            # Eager attribute; makes open_clip's forward return (projected pooled, tokens after ln_post).
+            self.model.output_tokens = True
+
+    @property
+    def lora_targets(self) -> list[str]:
+        return list(LORA_TARGETS[self.facts.family])
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.facts.provenance
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.facts.family == "open_clip":
+            pooled, tokens = self.model(x)
+            return pooled, tokens
+        feats = self.model.forward_features(x)
+        pooled = self.model.forward_head(feats, pre_logits=True)
+        return pooled, feats[:, self.model.num_prefix_tokens:]
+
+
+def build_vit(
+    spec: str,
+    *,
+    pretrained: str | None = "default",
+    weights: str | Path | None = None,
+    image_size: int | None = None,
+    tiny: dict[str, Any] | None = None,
+) -> ViTBackbone:
+    """Build a ViT backbone from a spec string (see the module docstring).
+
+    ``pretrained``: ``"default"`` (the hub weights: open_clip's ``openai`` tag where the model
+    has it, timm's pretrained tag), an open_clip tag, or ``"none"`` for random weights.
+    ``weights``: a local file, which wins over ``pretrained``. ``image_size``: input size
+    (position embeddings are resampled when pretrained weights have another grid).
+    ``tiny``: sizes for the ``tiny`` spec (defaults :data:`TINY_DEFAULTS`).
+    """
+    family, name = parse_spec(spec)
+    if family == "open_clip":
+        visual, _, facts = load_open_clip_visual(name, pretrained=pretrained, weights=weights, image_size=image_size)
+        return ViTBackbone(visual, facts)
+    model_kwargs: dict[str, Any] = {}
+    if family == "tiny":
+        sizes = {**TINY_DEFAULTS, **(tiny or {})}
+        image_size = image_size or int(sizes.pop("img_size"))
+        sizes.pop("img_size", None)
+        # Sizes are integers; other timm VisionTransformer arguments (global_pool, ...) pass through.
+        model_kwargs = {k: (int(v) if k in TINY_DEFAULTS else v) for k, v in sizes.items()}
+        pretrained = "none"  # no published weights exist for the tiny config
+    elif pretrained == "default":
+        pretrained = "hub"
+    model, cfg = _timm_vit(name, pretrained=pretrained, weights=weights, image_size=image_size, **model_kwargs)
+    patch = model.patch_embed.patch_size
+    patch = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
+    size = model.patch_embed.img_size
+    size = size[0] if isinstance(size, (tuple, list)) else int(size)
+    facts = VisualFacts(
+        family="timm",
+        name=name,
+        image_size=size,
+        patch_size=patch,
+        token_dim=int(model.embed_dim),
+        pooled_dim=int(model.num_features),
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(cfg.get("std", IMAGENET_STD)),
+        provenance=_provenance("timm", name, pretrained, weights),
+    )
+    return ViTBackbone(model, facts)

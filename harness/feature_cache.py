@@ -48,20 +48,18 @@ from tqdm import tqdm
 
 from harness import distributed
 from harness.errors import HarnessError
+from harness.manifest import cache_root
 from harness.suite import Sample
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "HARNESS_CACHE_DIR"
 #: Rows per shard file: progress survives an interruption at this granularity.
 SHARD_ROWS = 4096
 
 
 def default_cache_dir() -> Path:
-    """``$HARNESS_CACHE_DIR/features``, else ``~/.cache/aigi-harness/features``."""
-    root = os.environ.get(CACHE_ENV)
-    base = Path(root) if root else Path.home() / ".cache" / "aigi-harness"
-    return base / "features"
+    """``features/`` under the harness cache (``$HARNESS_CACHE_DIR``, else ``~/.cache/aigi-harness``)."""
+    return cache_root() / "features"
 
 
 def uses_feature_cache(detector) -> bool:

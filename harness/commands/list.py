@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from tabulate import tabulate
 
 from harness.plugins import KINDS, get_plugins
@@ -15,12 +17,18 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def one_line(description: str, width: int = 96) -> str:
+    """The description's first line, shortened to fit a terminal row."""
+    first = description.strip().splitlines()[0] if description.strip() else ""
+    return textwrap.shorten(first, width, placeholder="...")
+
+
 def run(args) -> int:
     plugins = get_plugins()
     kinds = [PLURAL[args.kind]] if args.kind else list(KINDS)
     for kind in kinds:
         rows = [
-            (name, cls.description.strip().splitlines()[0] if cls.description else "", cls.reference,
+            (name, one_line(cls.description), textwrap.shorten(cls.reference or "", 40, placeholder="..."),
              plugins.owner(kind, name).name)
             for name, cls in sorted(plugins.registry[kind].items())
         ]

@@ -234,7 +234,7 @@ class DRCT(Detector):
                 "gray_prob": 0.0,
                 "rot90_prob": 0.0,
             },
-            "train": {"epochs": 4, "batch_size": 32, "lr": 1e-3},
+            "train": {"epochs": 12, "batch_size": 32, "lr": 1e-3, "patience": 3},
         }
     }
 

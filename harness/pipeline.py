@@ -249,6 +249,8 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
         "train_generators": plan.train_generators,
         "test_generators": plan.test_generators,
         "weights": weights,
+        # Where the backbone's weights came from (hub, local file, or random init when asked for).
+        "detector_provenance": getattr(detector, "provenance", None),
         "manifest_hash": plan.manifest_hash,
         "metrics": measured,
         "direction_check": direction,

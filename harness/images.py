@@ -7,11 +7,15 @@ may crash a data-loader worker.
 
 from __future__ import annotations
 
+import logging
+
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
+
+log = logging.getLogger(__name__)
 
 # Larger than any real benchmark image (GenImage tops out near 2k x 2k), far below a bomb.
 MAX_PIXELS = 64 * 1024 * 1024
@@ -111,8 +115,9 @@ def check_file(path: str) -> tuple[str, str | None, str | None]:
 def _apply_orientation(img: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(img)
-    except Exception:
+    except Exception as exc:
         # A broken EXIF block says nothing reliable about orientation; the pixels are fine.
+        log.debug("ignoring an unreadable EXIF orientation (%s: %s)", type(exc).__name__, exc)
         return img
 
 

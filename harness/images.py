@@ -8,7 +8,6 @@ may crash a data-loader worker.
 from __future__ import annotations
 
 import logging
-
 import warnings
 from pathlib import Path
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from pathlib import Path
 
 import torch
+from torch import nn
 from safetensors.torch import load_file, save_file
 
 from harness.errors import HarnessError
@@ -22,6 +24,30 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+_DIGESTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
+def state_digest(module: nn.Module) -> str:
+    """sha256 over every tensor of ``module.state_dict()`` (names, shapes, dtypes, bytes).
+
+    Frozen tensors count: a head-only checkpoint does not tell apart two backbones loaded
+    from different files or drawn from different seeds. Memoised until a tensor is replaced
+    or changed in place (its storage or version counter moves), so asking again is cheap.
+    """
+    state = module.state_dict()
+    stamp = tuple((name, t.data_ptr(), t._version) for name, t in state.items())
+    memo = _DIGESTS.get(module)
+    if memo is not None and memo[0] == stamp:
+        return memo[1]
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    _DIGESTS[module] = (stamp, digest.hexdigest())
+    return _DIGESTS[module][1]
 
 
 def load_state(path: str | Path) -> dict:

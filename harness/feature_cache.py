@@ -68,16 +68,6 @@ def uses_feature_cache(detector) -> bool:
     return all(hasattr(detector, name) for name in needed) and bool(detector.config.get("cache_features", False))
 
 
-def tensor_digest(module: nn.Module) -> str:
-    """sha256 over a module's parameters and buffers (names, shapes, dtypes and bytes)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
 def image_key(path: str) -> str | None:
     """Path, size and mtime of an image file; ``None`` when it cannot be stat'ed."""
     try:

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness import distributed
+from harness.checkpoints import state_digest
 from harness.data import ImageTransform, SampleDataset, make_loader
 from harness.errors import HarnessError
 from harness.manifest import cache_root
@@ -59,23 +60,13 @@ def effective_precision(precision: str, device: torch.device) -> str:
     return "bf16-weights" if precision == "bf16" else "fp32"
 
 
-def state_hash(detector) -> str:
-    """sha256 over the detector's checkpoint tensors (names, dtypes, shapes, bytes)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(detector.checkpoint_state().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
-    return digest.hexdigest()
-
-
 def model_key(detector, *, precision: str, transform_key: str | None = None) -> dict[str, Any]:
     """Everything a score depends on apart from the image itself, and its hash (``key``)."""
     ingredients = {
         "detector": detector.name,
         "config": detector.config,
         "input_policy": detector.input_policy(False).to_dict(),
-        "weights_state_sha256": state_hash(detector),
+        "weights_state_sha256": state_digest(detector),
         "precision": precision,
         "transform": transform_key,
     }
@@ -250,7 +241,7 @@ def score_samples(
         return score_cached(detector, samples, device=device, batch_size=batch_size, workers=workers,
                             transform=transform, transform_key=transform_key, desc=desc)
     was_training = detector.training
-    detector.to(device).eval()
+    detector.place(device).eval()
     try:
         frame = _score(detector, list(samples), device=device, batch_size=batch_size, workers=workers,
                        cache_dir=cache_dir, transform=transform, transform_key=transform_key,

@@ -299,7 +299,7 @@ def train(
     if cfg["max_steps_per_epoch"]:
         steps_per_epoch = min(steps_per_epoch, int(cfg["max_steps_per_epoch"]))
 
-    detector.to(device)
+    detector.place(device)
     detector.train()
     params = list(detector.parameters_to_train())
     if not params:

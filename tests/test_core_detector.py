@@ -67,3 +67,30 @@ def test_training_crop_is_shared_by_an_image_and_its_pair_and_seeded():
 def test_unknown_geometry_is_refused():
     with pytest.raises(ValueError, match="unknown geometry"):
         InputPolicy("stretch", size=8)
+
+
+@pytest.mark.parametrize("name", ["npr", "ssp", "sep", "patchcraft", "ipdnet"])
+def test_place_keeps_convolutions_in_nhwc_without_changing_logits_or_checkpoints(name):
+    from harness.config import merge
+    from harness.plugins import get_detector
+    from harness.checkpoints import state_digest
+
+    cls = get_detector(name)
+    assert cls.channels_last
+    torch.manual_seed(0)
+    detector = cls(merge(cls.defaults, cls.profiles["mini"]["detector"])).eval()
+    size = detector.input_policy(False).size
+    x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(1))
+    if name in ("patchcraft", "sep"):  # two views per image
+        x = torch.stack([x, x.flip(-1)], dim=1)
+    with torch.no_grad():
+        plain = detector(x)
+    plain_hash = state_digest(detector)
+    detector.place("cpu")
+    convs = [m.weight for m in detector.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert any(not w.is_contiguous() for w in convs if w.shape[-1] > 1)  # the layout did change
+    with torch.no_grad():
+        torch.testing.assert_close(detector(x), plain, rtol=1e-4, atol=1e-4)
+    assert state_digest(detector) == plain_hash
+    assert all(t.is_contiguous() for t in detector.checkpoint_state().values())

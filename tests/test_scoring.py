@@ -99,6 +99,33 @@ def test_cache_key_follows_weights_transform_and_file_changes(tmp_path):
     assert df.attrs["scored"] == 1 and df.attrs["cached"] == len(samples) - 1
 
 
+class HeadOnlyCheckpoint(TinyResidualDetector):
+    """Saves only ``bias`` (like UnivFD's head or PPL's adapters); ``gain`` is a frozen
+    "backbone" that comes from elsewhere (a file, a seed)."""
+
+    def checkpoint_state(self):
+        return {"bias": self.bias.detach().clone()}
+
+
+def test_cache_key_tells_apart_frozen_weights_a_head_only_checkpoint_leaves_out(tmp_path):
+    samples = make_samples(tmp_path / "data", n=3)
+    cache = tmp_path / "cache"
+    det = HeadOnlyCheckpoint()
+    score_samples(det, samples, device="cpu", cache_dir=cache)
+    other_backbone = HeadOnlyCheckpoint({"gain": 30.0})
+    assert other_backbone.checkpoint_state().keys() == {"bias"}
+    torch.testing.assert_close(other_backbone.checkpoint_state()["bias"], det.checkpoint_state()["bias"])
+    df = score_samples(other_backbone, samples, device="cpu", cache_dir=cache)
+    assert df.attrs["scored"] == len(samples)  # not the first backbone's scores
+    np.testing.assert_allclose(df["logit"], brute_force(other_backbone, samples), rtol=1e-6)
+    # an in-place change of the same tensor is seen too (the digest is memoised, not stale)
+    with torch.no_grad():
+        det.gain.mul_(0.5)
+    df = score_samples(det, samples, device="cpu", cache_dir=cache)
+    assert df.attrs["scored"] == len(samples)
+    np.testing.assert_allclose(df["logit"], brute_force(det, samples), rtol=1e-6)
+
+
 def test_broken_files_are_reported_not_dropped_silently(tmp_path):
     samples = make_samples(tmp_path / "data", n=3)
     Path(samples[0].path).write_bytes(b"")

@@ -159,6 +159,7 @@ class DependencyHead(nn.Module):
 
 class IPDNet(Detector):
     name = "ipdnet"
+    channels_last = True
     description = (
         "IPD-Net: SRM (3 kernels) -> ResNet-50 from scratch truncated after layer 2/3/4 -> two 1x1 convs to C/2 -> "
         "(HW)x(HW) dependency matrix by dot products (no softmax) -> average pool per patch -> 1 or 2 linear layers. "

@@ -94,6 +94,7 @@ def _square_resize_crop(
 
 class NPR(Detector):
     name = "npr"
+    channels_last = True
     description = (
         "NPR (CVPR 2024): nearest-neighbour upsampling residual -> ResNet-50 stem + layer1 + layer2 "
         "(from scratch) -> GAP -> fc1 Linear(512, 1); 1.45 M parameters. Test: Resize(256, 256) + ImageNet "

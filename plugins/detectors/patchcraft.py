@@ -84,6 +84,7 @@ def _conv_bn_relu(n: int, pool: bool) -> nn.Sequential:
 
 class PatchCraft(Detector):
     name = "patchcraft"
+    channels_last = True
     description = (
         "PatchCraft / RPTC: 192 random 32px crops ranked by texture complexity, the 64 poorest and 64 richest "
         "tiled into two 256px images; 30 SRM high-pass filters per channel, conv-BN-Hardtanh, poor - rich "

@@ -158,6 +158,7 @@ def _frequency_stem() -> nn.Sequential:
 
 class SEP(Detector):
     name = "sep"
+    channels_last = True
     description = (
         "Single exposed patch: least complex of 256 random 32px crops (64 in training) -> SRM-guided "
         "bidirectional spatial attention -> 512px; DWT (bior1.3) frequency branch of a 256px centre crop -> "

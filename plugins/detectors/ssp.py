@@ -52,6 +52,7 @@ def simplest_patches(
 
 class SSP(Detector):
     name = "ssp"
+    channels_last = True
     description = (
         "Single simplest patch: the least complex of 64 random 32x32 crops (4-direction absolute "
         "differences), enlarged to 256x256, 3 SRM residuals, ResNet-50 (ImageNet init), Linear(2048, 1); "

@@ -30,10 +30,9 @@ from torch import nn
 
 from harness import hookimpl
 from harness.backbones import build_vit
-from harness.checkpoints import load_state, strip_prefix
+from harness.checkpoints import load_state, state_digest, strip_prefix
 from harness.detector import Detector, InputPolicy, apply_policy
 from harness.errors import HarnessError
-from harness.feature_cache import tensor_digest
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,6 @@ class UnivFD(Detector):
         self.feature_dim = int(self.backbone.facts.pooled_dim)
         self.head = nn.Linear(self.feature_dim, 1)
         nn.init.normal_(self.head.weight, 0.0, float(cfg["head_init_std"]))
-        self._identity: tuple[tuple, dict[str, Any]] | None = None
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -177,12 +175,8 @@ class UnivFD(Detector):
         return self.head_logits(self.features(x))
 
     def feature_identity(self) -> dict[str, Any]:
-        """The frozen backbone's identity for the feature cache: a hash of its tensors,
-        recomputed whenever a tensor was replaced or changed in place (version counters)."""
-        stamp = tuple((t.data_ptr(), t._version) for t in self.backbone.state_dict().values())
-        if self._identity is None or self._identity[0] != stamp:
-            self._identity = (stamp, {"backbone": self.config["backbone"], "sha256": tensor_digest(self.backbone)})
-        return self._identity[1]
+        """The frozen backbone's identity for the feature cache: a hash of its tensors."""
+        return {"backbone": self.config["backbone"], "sha256": state_digest(self.backbone)}
 
     # -- checkpoints ---------------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, torch.Tensor]:

@@ -31,7 +31,7 @@ from harness.plugins import get_analysis, get_detector, get_suite
 from harness.protocols import Protocol, protocol_layer
 from harness.reports import write_result
 from harness.runs import Run, seed_everything, select_device, start_run
-from harness.scoring import default_cache_dir, score_samples
+from harness.scoring import default_cache_dir, effective_precision, score_samples
 from harness.suite import Sample
 from harness.training import TrainingStopped, train
 
@@ -151,6 +151,18 @@ def _obtain_weights(detector, config: dict, plan: Plan, run: Run) -> dict[str, A
     return {"path": str(best.resolve()), "sha256": sha256_file(best), "trained_in_run": True}
 
 
+def compile_for_inference(detector, config: dict, device) -> None:
+    """``run.compile``: torch.compile the detector's forward in place, for scoring and analyses
+    (in place, so its state dict, and with it every cache key, stays the same)."""
+    if not config["run"].get("compile"):
+        return
+    if effective_precision(str(config.get("eval", {}).get("precision", "auto")), device) == "bf16-weights":
+        raise HarnessError("run.compile cannot be combined with eval.precision=bf16 on CPU, which scores a "
+                           "bf16 copy of the model: drop one of the two")
+    log.info("torch.compile: the first batches of each input shape are slow while it compiles")
+    detector.compile()
+
+
 def _eval_settings(config: dict) -> dict[str, Any]:
     ev = config.get("eval", {})
     cache_dir = None if ev.get("cache", True) is False else Path(ev.get("cache_dir") or default_cache_dir())
@@ -198,6 +210,7 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
         seed_everything(run.seed)
         detector = detector_cls(config["detector"])
         weights = _obtain_weights(detector, config, plan, run)
+        compile_for_inference(detector, config, run.device)
         settings = _eval_settings(config)
         test_df = score_samples(detector, plan.test, device=run.device, desc="test", **settings)
         val_df = score_samples(detector, plan.val, device=run.device, desc="val", **settings) if plan.val else None

@@ -312,6 +312,8 @@ def train(
             stepper, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=bool(cfg["find_unused_parameters"]),
         )
+    if (config.get("run") or {}).get("compile"):
+        stepper.compile()  # the whole training step, loss included; the detector itself stays eager
 
     state = {"epoch": 0, "micro": 0, "step": 0, "best": None, "bad_epochs": 0, "stopped_early": False,
              "history": [], "skipped": []}

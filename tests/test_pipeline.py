@@ -140,6 +140,39 @@ def test_run_without_weights_trains_then_evaluates(env):
     assert results["metrics"]["summary"]["mAcc"] is not None
 
 
+def test_compile_trains_and_scores_like_eager(env, monkeypatch):
+    import torch
+
+    compiled = []
+    real_compile = torch.nn.Module.compile
+
+    def spy(module, *args, **kwargs):
+        compiled.append(type(module).__name__)
+        return real_compile(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", spy)
+    common = ("--set", 'protocol.train_generators=["g1"]', "--set", "train.epochs=1", "--set", "train.batch_size=8",
+              "--set", "detector.bias=-3.0", "--set", "eval.cache=false", "--device", "cpu")
+    eager = harness_run(env, *common)
+    assert compiled == []
+    fast = harness_run(env, *common, "--compile")
+    assert sorted(compiled) == ["TinyResidualDetector", "_Step"]  # the training step, then the detector's forward
+    assert json.loads((Path(fast["run_dir"]) / "config.json").read_text())["run"]["compile"] is True
+    a, b = (pd.read_csv(Path(r["run_dir"]) / "scores.csv") for r in (eager, fast))
+    assert a.path.tolist() == b.path.tolist()
+    np.testing.assert_allclose(b.logit, a.logit, rtol=1e-4, atol=1e-4)
+
+
+def test_compile_refuses_the_cpu_bf16_copy(env, capsys):
+    det = TinyResidualDetector()
+    weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)
+    args = ["run", "--detector", "tiny-residual", "--suite", "folder", "--set", f"suite.root={env / 'data'}",
+            "--out", str(env / "runs"), "--weights", str(weights), "--device", "cpu", "--compile",
+            "--set", "eval.precision=bf16"]
+    assert main(args) != 0
+    assert "run.compile cannot be combined with eval.precision=bf16" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_matrix_trains_on_each_generator_and_tests_on_all(env, capsys):
     args = ["matrix", "--detector", "tiny-residual", "--suite", "folder", "--set", f"suite.root={env / 'data'}",

@@ -19,6 +19,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, detector_required: bool =
     parser.add_argument("--out", metavar="DIR", help="parent folder of run folders (default: runs)")
     parser.add_argument("--weights", metavar="PATH", help="checkpoint to load instead of training")
     parser.add_argument("--seed", type=int, help="seed (default: run.seed = 0)")
+    parser.add_argument("--compile", action="store_const", const=True, default=None,
+                        help="torch.compile the model for training, scoring and analyses (run.compile; worth it "
+                             "for long CUDA runs, rarely on CPU, where compiling takes tens of seconds)")
 
 
 def resolve_config(args, suite_name: str | None = None, profile: str | None = None, layer: dict | None = None) -> dict:
@@ -38,7 +41,8 @@ def resolve_config(args, suite_name: str | None = None, profile: str | None = No
         profile=detector_cls.profiles.get(profile) if (detector_cls and profile) else None,
     )
     config["run"]["profile"] = profile if (detector_cls and profile in detector_cls.profiles) else None
-    for flag, key in (("device", "device"), ("out", "out"), ("seed", "seed"), ("weights", "weights")):
+    for flag, key in (("device", "device"), ("out", "out"), ("seed", "seed"), ("weights", "weights"),
+                      ("compile", "compile")):
         value = getattr(args, flag, None)
         if value is not None:
             config["run"][key] = value

@@ -42,6 +42,7 @@ def run(args) -> int:
             raise HarnessError(f"benchmark '{protocol.name}' has no {args.split} images to analyse")
         detector = get_detector(detector_name)(config["detector"])
         weights = pipeline._obtain_weights(detector, config, plan, run_)
+        pipeline.compile_for_inference(detector, config, run_.device)
         detector.place(run_.device).eval()
         analysis = analysis_cls(config.get("analyses", {}).get(args.name, {}))
         context = AnalysisContext(detector=detector, samples=samples, device=run_.device,

@@ -24,7 +24,9 @@ class SampleDataset(Dataset):
 
     ``transform`` (optional) is applied to the decoded image before the input policy, the
     same way to real and fake images (corruption analyses use it). With ``with_pairs`` a
-    fake's paired real image is decoded too and gets the same geometry (same random crop).
+    fake's paired real image is decoded too and gets the same geometry (same random crop);
+    with ``with_reconstructions`` so is a real's pair, its reconstruction (a fake: DRCT-2M's
+    ``DR/`` folders). ``batch["pair"]`` then means the one or the other by ``batch["label"]``.
     In training, each item's randomness comes from ``seed``, ``epoch`` and its index, so a
     resumed run draws the same crops.
     """
@@ -37,6 +39,7 @@ class SampleDataset(Dataset):
         train: bool = False,
         transform: ImageTransform | None = None,
         with_pairs: bool = False,
+        with_reconstructions: bool = False,
         seed: int = 0,
     ):
         self.samples = list(samples)
@@ -44,6 +47,7 @@ class SampleDataset(Dataset):
         self.train = train
         self.transform = transform
         self.with_pairs = with_pairs
+        self.with_reconstructions = with_reconstructions
         self.seed = seed
         self.epoch = 0
 
@@ -63,7 +67,8 @@ class SampleDataset(Dataset):
         try:
             image = load_image(sample.path)
             images = [image]
-            has_pair = bool(self.with_pairs and sample.pair and sample.label == 1)
+            wanted = self.with_pairs if sample.label == 1 else self.with_reconstructions
+            has_pair = bool(wanted and sample.pair)
             if has_pair:
                 pair = load_image(sample.pair)
                 if pair.size != image.size:
@@ -75,7 +80,7 @@ class SampleDataset(Dataset):
         except ImageDecodeError as exc:
             return {"index": index, "error": exc.reason}
         item = {"index": index, "x": tensors[0], "label": sample.label, "error": None}
-        if self.with_pairs:
+        if self.with_pairs or self.with_reconstructions:
             item["pair"] = tensors[1] if has_pair else torch.zeros_like(tensors[0])
             item["has_pair"] = has_pair
         return item

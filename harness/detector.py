@@ -140,6 +140,9 @@ class Detector(nn.Module):
     trainable: ClassVar[bool] = True
     #: Whether the training step wants each fake's paired real image (``batch["pair"]``).
     needs_pairs: ClassVar[bool] = False
+    #: Whether it also wants each real's reconstruction, where the suite has one (a fake, in
+    #: ``batch["pair"]`` of the real's row: ``batch["label"]`` tells the two kinds apart).
+    needs_reconstructions: ClassVar[bool] = False
     #: Keep 4-D weights in NHWC memory: convolutional models run faster so (oneDNN on CPU,
     #: tensor cores on CUDA); the values, checkpoints and hashes are unchanged.
     channels_last: ClassVar[bool] = False

@@ -322,7 +322,8 @@ def train(
         state = _resume(detector, optimizer, scheduler, resume_from, device, rank)
         log.info("resumed from %s at epoch %d, step %d", resume_from, state["epoch"], state["step"])
 
-    dataset = SampleDataset(train_samples, detector, train=True, with_pairs=bool(detector.needs_pairs), seed=seed)
+    dataset = SampleDataset(train_samples, detector, train=True, with_pairs=bool(detector.needs_pairs),
+                            with_reconstructions=bool(detector.needs_reconstructions), seed=seed)
     meta = _detector_meta(detector, train_samples)
     clip = float(cfg["clip_grad"] or 0.0)
     stop_after = int(cfg["stop_after_steps"]) if cfg["stop_after_steps"] else None

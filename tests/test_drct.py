@@ -188,21 +188,47 @@ def test_contrastive_loss_has_finite_gradients_for_identical_embeddings():
     assert torch.isfinite(emb.grad).all() and float(loss.detach()) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_training_step_adds_each_fakes_real_source_as_a_real_example():
+def test_training_step_adds_fakes_sources_as_reals_and_reals_reconstructions_as_fakes():
     torch.manual_seed(3)
     det = DRCT(CONVNEXT)
     x, pair = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    # row 0: a real with its reconstruction; row 1: a fake with its real source; rows 2-3: no pair
     batch = {"x": x, "label": torch.tensor([0, 1, 1, 0]), "pair": pair,
-             "has_pair": torch.tensor([False, True, False, False])}
+             "has_pair": torch.tensor([True, True, False, False])}
     det.eval()  # no randomness in the forward: compare with a hand-built batch
     out = det.training_step(batch)
-    xs = torch.cat([x, pair[1:2]])
-    labels = torch.tensor([0, 1, 1, 0, 0])
+    xs = torch.cat([x, pair[0:1], pair[1:2]])
+    labels = torch.tensor([0, 1, 1, 0, 1, 0])
     emb = det.model(imagenet_normalise(xs))
     z = det.fc(emb)
     expected = 0.7 * nn.functional.cross_entropy(z, labels) + 0.3 * contrastive_loss(emb, labels)
     assert torch.allclose(out["loss"], expected, atol=1e-5)
     assert torch.allclose(out["contrastive"], contrastive_loss(emb, labels).detach(), atol=1e-5)
+
+
+def test_training_data_decodes_reconstructions_of_reals_only_for_detectors_that_ask(tmp_path):
+    from harness.data import SampleDataset
+    from harness.suite import Sample
+
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name in ("real", "recon", "fake"):
+        paths[name] = tmp_path / f"{name}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(paths[name])
+    samples = [Sample(str(paths["real"]), 0, "g", "train", pair=str(paths["recon"])),
+               Sample(str(paths["fake"]), 1, "g", "train", pair=str(paths["real"]))]
+    det = DRCT({**CONVNEXT, "jpeg_prob": 0.0, "blur_prob": 0.0})
+    assert det.needs_pairs and det.needs_reconstructions
+    both = SampleDataset(samples, det, train=True, with_pairs=True, with_reconstructions=True, seed=1)
+    fakes_only = SampleDataset(samples, det, train=True, with_pairs=True, seed=1)
+    for index, source in ((0, "recon"), (1, "real")):
+        item = both[index]
+        assert item["has_pair"]
+        # the pair gets the very crop and flips of its row: decode it alone with the same generator
+        alone = det.preprocess([Image.open(paths[source]).convert("RGB")], train=True,
+                               generator=both._generator(index))[0]
+        assert torch.equal(item["pair"], alone)
+    assert not fakes_only[0]["has_pair"] and fakes_only[1]["has_pair"]
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():

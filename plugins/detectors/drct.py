@@ -13,15 +13,14 @@ logit (sigmoid = P(fake)) is ``z[:, 1] - z[:, 0]``.
 Training: 0.7 cross-entropy + 0.3 margin contrastive loss on the embeddings
 (:func:`contrastive_loss`, positive margin 0, negative margin 1). DRCT's hard examples are
 diffusion reconstructions: a real image's reconstruction is labelled fake. In the harness a
-fake ``Sample`` carries ``pair`` = the real image it was made from, and the training batch
-holds that real image as ``batch["pair"]`` (same crop). The training step appends every
-such pair to the batch as a real example (label 0), so each (real, reconstruction) pair is
-contrasted inside the batch. The ``mini`` suite's fakes are autoencoder reconstructions of
-its real crops, paired exactly this way. On ``drct2m`` a fake's pair is the MSCOCO image of
-the same stem (a real: used as above), while a real's pair is its ``DR/`` reconstruction,
-which the data loader does not load (it loads pairs of fakes only): to train on DRCT's
-(real, reconstruction) pairs, list each ``DR/MSCOCO`` reconstruction as a fake sample whose
-``pair`` is its real source.
+``Sample`` may carry a ``pair``, decoded into ``batch["pair"]`` with the same crop: a fake's
+pair is the real image it was made from, a real's pair its reconstruction. The training step
+appends every pair to the batch with the opposite label of its row, so each (real,
+reconstruction) pair is contrasted inside the batch. The ``mini`` suite's fakes are
+autoencoder reconstructions of its real crops, paired as fakes. On ``drct2m`` a fake's pair
+is the MSCOCO image of the same stem, and a real's pair its ``DR/MSCOCO`` reconstruction
+when that folder exists: both kinds are used. DRCT's reconstructions of fakes
+(``DR/DRCT-2M/...``) are not read.
 """
 
 from __future__ import annotations
@@ -184,6 +183,7 @@ class DRCT(Detector):
     reference = ("Chen, Zeng, Yang, Yang. DRCT: Diffusion Reconstruction Contrastive Training towards Universal "
                  "Detection of Diffusion Generated Images. ICML 2024")
     needs_pairs = True
+    needs_reconstructions = True
 
     defaults = {
         "variant": "convnext",  # convnext | clip
@@ -307,11 +307,11 @@ class DRCT(Detector):
     def training_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         x, labels = batch["x"], batch["label"].long()
         if "pair" in batch and bool(batch["has_pair"].any()):
-            # Each fake's real source joins the batch as a real example: the hard negative
-            # pair (real, its reconstruction) of DRCT.
-            pairs = batch["pair"][batch["has_pair"]]
-            x = torch.cat([x, pairs])
-            labels = torch.cat([labels, labels.new_zeros(len(pairs))])
+            # DRCT's hard pairs: each fake's real source joins the batch as a real, and each
+            # real's reconstruction (DRCT-2M's DR/ folders) as a fake.
+            has_pair = batch["has_pair"]
+            x = torch.cat([x, batch["pair"][has_pair]])
+            labels = torch.cat([labels, 1 - labels[has_pair]])
         emb = self.embed(x)
         z = self.fc(emb)
         alpha = float(self.config["alpha"])

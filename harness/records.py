@@ -18,6 +18,8 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import jsonschema
+
 from harness.checkpoints import sha256_file
 from harness.errors import HarnessError
 
@@ -44,8 +46,7 @@ _CURVE = {
     "additionalProperties": False,
 }
 
-# JSON Schema (draft 2020-12 vocabulary). ``validate_schema`` below implements the subset used here so that the
-# harness needs no extra dependency; tests check it against the ``jsonschema`` package when one is available.
+# JSON Schema, draft 2020-12, checked by the ``jsonschema`` package (numbers must also be finite).
 RECORD_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": f"{SCHEMA_ID}/v{SCHEMA_VERSION}",
@@ -226,86 +227,21 @@ RECORD_SCHEMA: dict[str, Any] = {
 
 # -- the schema validator ---------------------------------------------------------------------------------------
 
-_TYPES = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
+def _finite_number(checker, value: Any) -> bool:
     # bool is an int subclass in Python; JSON keeps them apart. NaN and inf are not JSON numbers.
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-}
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_RecordValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("number", _finite_number),
+)
 
 
 def validate_schema(instance: Any, schema: dict | None = None) -> list[str]:
-    """Every way ``instance`` breaks ``schema`` (default: the record schema), as 'json/path: message' lines."""
-    errors: list[str] = []
-    _check(instance, RECORD_SCHEMA if schema is None else schema, "$", errors)
-    return errors
-
-
-def _check(value: Any, schema: dict, where: str, errors: list[str]) -> None:
-    if "type" in schema:
-        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(_TYPES[t](value) for t in types):
-            errors.append(f"{where}: expected {' or '.join(types)}, got {_describe(value)}")
-            return
-    if "const" in schema and not _same(value, schema["const"]):
-        errors.append(f"{where}: must be {schema['const']!r}, got {value!r}")
-    if "enum" in schema and not any(_same(value, option) for option in schema["enum"]):
-        errors.append(f"{where}: must be one of {schema['enum']}, got {value!r}")
-    if isinstance(value, str):
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            errors.append(f"{where}: {value!r} does not match {schema['pattern']}")
-        if len(value) < schema.get("minLength", 0):
-            errors.append(f"{where}: must not be empty")
-    if _TYPES["number"](value):
-        if "minimum" in schema and value < schema["minimum"]:
-            errors.append(f"{where}: {value} is below {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            errors.append(f"{where}: {value} is above {schema['maximum']}")
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            errors.append(f"{where}: needs at least {schema['minItems']} items, has {len(value)}")
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            errors.append(f"{where}: allows at most {schema['maxItems']} items, has {len(value)}")
-        if "items" in schema:
-            for index, item in enumerate(value):
-                _check(item, schema["items"], f"{where}[{index}]", errors)
-    if isinstance(value, dict):
-        for key in schema.get("required", []):
-            if key not in value:
-                errors.append(f"{where}: missing required key '{key}'")
-        if len(value) < schema.get("minProperties", 0):
-            errors.append(f"{where}: needs at least {schema['minProperties']} entries")
-        properties = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        for key, item in value.items():
-            if key in properties:
-                _check(item, properties[key], f"{where}.{key}", errors)
-            elif extra is False:
-                errors.append(f"{where}: unexpected key '{key}'")
-            elif isinstance(extra, dict):
-                _check(item, extra, f"{where}.{key}", errors)
-    for sub in schema.get("allOf", []):
-        _check(value, sub, where, errors)
-    if "if" in schema:
-        probe: list[str] = []
-        _check(value, schema["if"], where, probe)
-        branch = schema.get("then") if not probe else schema.get("else")
-        if branch:
-            _check(value, branch, where, errors)
-
-
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"non-finite number {value}"
-    return f"{type(value).__name__} {json.dumps(value, default=str)[:60]}"
+    """Every way ``instance`` breaks ``schema`` (default: the record schema), as '$.json.path: message' lines."""
+    validator = _RecordValidator(RECORD_SCHEMA if schema is None else schema)
+    return sorted(f"{error.json_path}: {error.message}" for error in validator.iter_errors(instance))
 
 
 # -- hashing, naming ---------------------------------------------------------------------------------------------

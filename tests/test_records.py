@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -211,20 +209,20 @@ def _mutations():
         return apply
 
     return {
-        "missing detector name": (set_path(["detector", "name"], KeyError), "$.detector: missing required key 'name'"),
-        "accuracy above 1": (set_path(["metrics", "per_generator", "tconv", "acc"], 97.5), "is above 1"),
-        "unknown kind": (set_path(["kind"], "guessed"), "$.kind: must be one of"),
+        "missing detector name": (set_path(["detector", "name"], KeyError), "$.detector: 'name' is a required property"),
+        "accuracy above 1": (set_path(["metrics", "per_generator", "tconv", "acc"], 97.5), "$.metrics.per_generator.tconv.acc: 97.5 is greater than the maximum of 1"),
+        "unknown kind": (set_path(["kind"], "guessed"), "$.kind: 'guessed' is not one of"),
         "benchmark with a path": (set_path(["benchmark"], "../elsewhere"), "$.benchmark"),
         "detector name with a slash": (set_path(["detector", "name"], "a/b"), "$.detector.name"),
-        "unexpected key": (set_path(["comment"], "hi"), "unexpected key 'comment'"),
-        "reproduced without provenance": (set_path(["provenance"], KeyError), "missing required key 'provenance'"),
-        "NaN metric": (set_path(["metrics", "summary", "mAcc"], float("nan")), "non-finite"),
+        "unexpected key": (set_path(["comment"], "hi"), "'comment' was unexpected"),
+        "reproduced without provenance": (set_path(["provenance"], KeyError), "$: 'provenance' is a required property"),
+        "NaN metric": (set_path(["metrics", "summary", "mAcc"], float("nan")), "$.metrics.summary.mAcc: nan is not of type 'number'"),
         "boolean as number": (set_path(["metrics", "summary", "std"], True), "$.metrics.summary.std"),
         "asset outside": (set_path(["assets"], [{"path": "../../etc/passwd", "sha256": "0" * 64}]), "$.assets[0].path"),
         "short sha": (set_path(["weights", "sha256"], "abc"), "$.weights.sha256"),
         "wrong schema version": (set_path(["schema_version"], 2), "$.schema_version"),
-        "empty per-generator": (set_path(["metrics", "per_generator"], {}), "at least 1 entries"),
-        "ci with three ends": (set_path(["metrics", "summary", "mAcc_ci95"], [0.1, 0.2, 0.3]), "at most 2 items"),
+        "empty per-generator": (set_path(["metrics", "per_generator"], {}), "$.metrics.per_generator: {} should be non-empty"),
+        "ci with three ends": (set_path(["metrics", "summary", "mAcc_ci95"], [0.1, 0.2, 0.3]), "$.metrics.summary.mAcc_ci95: [0.1, 0.2, 0.3] is too long"),
     }
 
 
@@ -243,49 +241,7 @@ def test_reported_record_needs_its_source():
     assert rec.validate_schema(good) == []
     bad = copy.deepcopy(good)
     del bad["source"]
-    assert any("missing required key 'source'" in e for e in rec.validate_schema(bad))
-
-
-def _python_with_jsonschema() -> str | None:
-    for candidate in ("python3", "python"):
-        exe = shutil.which(candidate)
-        if exe and subprocess.run([exe, "-c", "import jsonschema"], capture_output=True).returncode == 0:
-            return exe
-    return None
-
-
-def test_validator_agrees_with_the_jsonschema_package(record):
-    """The hand-written validator and the reference implementation give the same verdict on each case."""
-    try:
-        import jsonschema  # noqa: F401
-        exe = None
-    except ImportError:
-        exe = _python_with_jsonschema()
-        if exe is None:
-            pytest.skip("the jsonschema package is not installed in any python on PATH")
-    cases = [record, reported_record()]
-    for name, (mutate, _) in sorted(_mutations().items()):
-        if name == "NaN metric":
-            continue  # JSON cannot carry NaN to the reference at all
-        bad = copy.deepcopy(record)
-        mutate(bad)
-        cases.append(bad)
-    ours = [not rec.validate_schema(case) for case in cases]
-    script = ("import json, sys, jsonschema\n"
-              "schema, cases = json.load(sys.stdin)\n"
-              "v = jsonschema.Draft202012Validator(schema)\n"
-              "print(json.dumps([v.is_valid(c) for c in cases]))\n")
-    payload = json.dumps([rec.RECORD_SCHEMA, cases])
-    if exe is None:
-        import jsonschema
-
-        v = jsonschema.Draft202012Validator(rec.RECORD_SCHEMA)
-        theirs = [v.is_valid(c) for c in cases]
-    else:
-        out = subprocess.run([exe, "-c", script], input=payload, capture_output=True, text=True, check=True)
-        theirs = json.loads(out.stdout)
-    assert ours == theirs
-    assert ours[:2] == [True, True] and not any(ours[2:])
+    assert any("$: 'source' is a required property" in e for e in rec.validate_schema(bad))
 
 
 # -- integrity and names -----------------------------------------------------------------------------------------

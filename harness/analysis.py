@@ -49,5 +49,11 @@ class Analysis:
     def __init__(self, config: dict[str, Any] | None = None):
         self.config = merge(copy.deepcopy(self.defaults), config or {})
 
+    @classmethod
+    def skip_reason(cls, detector_cls: type["Detector"]) -> str | None:
+        """Why this analysis does not apply to detectors of this class (None: it applies).
+        The harness asks before training and reports a skip instead of failing mid-run."""
+        return None
+
     def run(self, context: AnalysisContext) -> AnalysisResult:
         raise NotImplementedError

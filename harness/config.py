@@ -7,11 +7,14 @@ The resolved configuration is one nested dict with the sections ``run``, ``detec
 from __future__ import annotations
 
 import copy
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+
+log = logging.getLogger("harness")
 
 RUN_DEFAULTS: dict[str, Any] = {
     "run": {"seed": 0, "device": "auto", "out": "runs"},
@@ -19,6 +22,36 @@ RUN_DEFAULTS: dict[str, Any] = {
     "train": {},
     "analyses": {},
 }
+
+
+#: Settings read outside the plugins' own defaults, per section (the rest are the plugins' keys).
+KNOWN_KEYS: dict[str, set[str]] = {
+    "run": {"seed", "device", "out", "weights", "compile", "dir", "detector", "suite", "profile", "benchmark"},
+    "eval": {"batch_size", "workers", "cache", "cache_dir", "precision", "bootstrap", "feature_batch_size"},
+    # the engine's keys are in harness.training.TRAIN_DEFAULTS; these are read by optimisers and train_head
+    "train": {"lr", "weight_decay", "betas", "min_lr", "min_delta", "feature_batch_size"},
+    "suite": {"root"},
+}
+
+
+def unknown_settings(user: dict, known: dict) -> list[str]:
+    """Dotted keys set in ``user`` (a --config file or --set overrides) that ``known`` (the
+    configuration before them) lacks, in the sections whose keys are all known, each with
+    the closest known key when there is one."""
+    import difflib
+
+    from harness.training import TRAIN_DEFAULTS
+
+    out = []
+    for section in ("run", "eval", "train", "suite", "detector"):
+        given, have = user.get(section), known.get(section)
+        if not isinstance(given, dict) or not isinstance(have, dict):
+            continue
+        names = set(have) | KNOWN_KEYS.get(section, set()) | (set(TRAIN_DEFAULTS) if section == "train" else set())
+        for key in sorted(set(given) - names):
+            close = difflib.get_close_matches(key, sorted(names), n=1)
+            out.append(f"{section}.{key}" + (f" (did you mean {section}.{close[0]}?)" if close else ""))
+    return out
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -87,8 +120,16 @@ def resolve(
     config["train"] = merge(config["train"], copy.deepcopy(training_defaults or {}))
     if profile:
         config = merge(config, copy.deepcopy(profile))
+    known = copy.deepcopy(config)
     if file_config:
         config = merge(config, file_config)
+    user: dict = copy.deepcopy(file_config or {})
     for item in overrides or []:
-        config = merge(config, parse_override(item))
+        parsed = parse_override(item)
+        config = merge(config, parsed)
+        user = merge(user, parsed)
+    unknown = unknown_settings(user, known)
+    if unknown:
+        log.warning("settings no plugin or engine reads (typos?): %s", "; ".join(unknown))
+    config["run"]["unknown_settings"] = unknown
     return config

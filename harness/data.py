@@ -1,12 +1,14 @@
 """From samples to batches: decoding, the detector's input policy, skipped-file reporting.
 
-A file that cannot be decoded never crashes a worker: its item carries the reason, the
-collate function drops it from the batch and hands it on in ``batch["skipped"]`` so that
-the loop can count and list it.
+A file that cannot be decoded, or that a transform or the detector's preprocessing fails on
+(a 3000 x 3 strip through a JPEG augmentation, say), never crashes a worker: its item carries
+the reason, the collate function drops it from the batch and hands it on in
+``batch["skipped"]`` so that the loop can count and list it.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Sequence
 
 import torch
@@ -15,6 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from harness.images import ImageDecodeError, load_image
 from harness.suite import Sample
+
+log = logging.getLogger(__name__)
 
 ImageTransform = Callable[[Image.Image], Image.Image]
 
@@ -79,6 +83,9 @@ class SampleDataset(Dataset):
             tensors = self.detector.preprocess(images, train=self.train, generator=self._generator(index))
         except ImageDecodeError as exc:
             return {"index": index, "error": exc.reason}
+        except Exception as exc:  # noqa: BLE001 - one image's failure is reported, not fatal to the run
+            log.warning("preprocessing %s failed", sample.path, exc_info=True)
+            return {"index": index, "error": f"preprocessing failed: {type(exc).__name__}: {exc}"}
         item = {"index": index, "x": tensors[0], "label": sample.label, "error": None}
         if self.with_pairs or self.with_reconstructions:
             item["pair"] = tensors[1] if has_pair else torch.zeros_like(tensors[0])

@@ -45,6 +45,12 @@ class InputPolicy:
       - ``resize_crop``: resize the shorter side to ``resize_to``, then crop ``size``;
       - ``tile_crop``: tile an image smaller than ``size`` until it covers it, then crop;
       - ``custom``: the detector's own ``preprocess`` (described in ``description``).
+
+    Resizes run on the decoded PIL image (torchvision's ``Resize`` on PIL, bilinear), as the
+    official loaders do. ``center_rounding`` places the test-time centre crop: ``round``
+    (torchvision's ``CenterCrop``: ``round((h - size) / 2)``) or ``floor``
+    (albumentations' ``CenterCrop``: ``(h - size) // 2``); they differ when ``h - size`` is
+    3 mod 4, which shifts the 2x2 pixel grid that upsampling traces live on.
     """
 
     geometry: str
@@ -56,10 +62,13 @@ class InputPolicy:
     patch_grid: int | None = None
     flip: bool = False
     description: str = ""
+    center_rounding: str = "round"
 
     def __post_init__(self):
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"unknown geometry {self.geometry!r}; expected one of {GEOMETRIES}")
+        if self.center_rounding not in ("round", "floor"):
+            raise ValueError(f"center_rounding must be 'round' or 'floor', got {self.center_rounding!r}")
         if self.geometry == "resize_crop" and not self.resize_to:
             raise ValueError("geometry 'resize_crop' needs resize_to")
 
@@ -81,9 +90,12 @@ def _tile_to(x: torch.Tensor, size: int) -> torch.Tensor:
     return x.repeat(1, reps_h, reps_w) if (reps_h > 1 or reps_w > 1) else x
 
 
-def _crop_origin(h: int, w: int, size: int, train: bool, generator: torch.Generator | None):
+def _crop_origin(h: int, w: int, size: int, train: bool, generator: torch.Generator | None,
+                 rounding: str = "round"):
     if not train:
-        return (h - size) // 2, (w - size) // 2
+        if rounding == "floor":
+            return (h - size) // 2, (w - size) // 2
+        return int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
     top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
     left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
     return top, left
@@ -101,22 +113,34 @@ def apply_policy(
     Sharing the draw keeps an image and its paired real image aligned patch for patch.
     Returns float tensors ``[3, size, size]`` in [0, 1], not normalised.
     """
-    tensors = [TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True) for img in images]
     size = policy.size
     if policy.geometry == "resize":
-        tensors = [TF.resize(t, [size, size], antialias=True) for t in tensors]
-    else:
-        if policy.geometry == "resize_crop":
-            tensors = [TF.resize(t, policy.resize_to, antialias=True) for t in tensors]
-        elif policy.geometry == "tile_crop":
+        images = [TF.resize(img, [size, size]) for img in images]
+    elif policy.geometry == "resize_crop":
+        images = [TF.resize(img, [policy.resize_to]) for img in images]
+    tensors = [TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True) for img in images]
+    if policy.geometry != "resize":
+        if policy.geometry == "tile_crop":
             tensors = [_tile_to(t, size) for t in tensors]
         tensors = [_pad_to(t, size, policy.pad_value / 255.0) for t in tensors]
         h, w = tensors[0].shape[-2:]
-        top, left = _crop_origin(h, w, size, train, generator)
+        top, left = _crop_origin(h, w, size, train, generator, policy.center_rounding)
         tensors = [t[:, top : top + size, left : left + size] for t in tensors]
     if train and policy.flip and bool(torch.rand((), generator=generator) < 0.5):
         tensors = [t.flip(-1) for t in tensors]
     return [t.contiguous() for t in tensors]
+
+
+def _config_hint(path: Path, config: dict[str, Any]) -> str:
+    """The detector settings a harness checkpoint was saved with that differ from ``config``."""
+    import json
+
+    try:
+        saved = json.loads(path.with_suffix(".json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    differ = [f"detector.{k}={json.dumps(v)}" for k, v in sorted(saved.items()) if config.get(k) != v]
+    return f" (it was saved with {', '.join(differ[:6])})" if differ else ""
 
 
 class Detector(nn.Module):
@@ -143,6 +167,10 @@ class Detector(nn.Module):
     #: Whether it also wants each real's reconstruction, where the suite has one (a fake, in
     #: ``batch["pair"]`` of the real's row: ``batch["label"]`` tells the two kinds apart).
     needs_reconstructions: ClassVar[bool] = False
+    #: Whether the input's last two dimensions are one plane of the image, so that a grid cell
+    #: is an image region (TDE and masking analyses); False for inputs such as SEP's two views
+    #: at different scales, where one plane mask would hit unrelated regions.
+    spatial_input: ClassVar[bool] = True
     #: Keep 4-D weights in NHWC memory: convolutional models run faster so (oneDNN on CPU,
     #: tensor cores on CUDA); the values, checkpoints and hashes are unchanged.
     channels_last: ClassVar[bool] = False
@@ -193,19 +221,23 @@ class Detector(nn.Module):
         ``super().load_weights`` for harness checkpoints.
         """
         from harness.checkpoints import load_state
+        from harness.errors import HarnessError
 
         state = load_state(path)
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        own = set(self.checkpoint_state())
-        missing = [k for k in missing if k in own]
-        if missing or unexpected:
-            from harness.errors import HarnessError
-
-            raise HarnessError(
-                f"checkpoint {path} does not fit detector '{self.name}': "
-                f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-            )
+        if not isinstance(state, dict):
+            raise HarnessError(f"checkpoint {path} is not a state dict (got {type(state).__name__})")
+        own = self.state_dict()
+        missing = sorted(set(self.checkpoint_state()) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        wrong_shape = [f"{k} {tuple(state[k].shape)} (model: {tuple(own[k].shape)})" for k in sorted(state)
+                       if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+        if missing or unexpected or wrong_shape:  # checked first: a failed load changes nothing
+            problems = [f"{what} {keys[:5]}{'...' if len(keys) > 5 else ''}" for what, keys in
+                        (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", wrong_shape))
+                        if keys]
+            raise HarnessError(f"checkpoint {path} does not fit detector '{self.name}': {'; '.join(problems)}"
+                               + _config_hint(Path(path), self.config))
+        self.load_state_dict(state, strict=False)
 
     # -- training --------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

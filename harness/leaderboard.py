@@ -312,6 +312,14 @@ def _short(value: Any, n: int = 12) -> str:
     return str(value)[:n] if value else "–"
 
 
+def _revision(value: Any) -> str:
+    """A short git revision that keeps the ``+dirty`` mark of a run from uncommitted code."""
+    if not value:
+        return "–"
+    commit, dirty, _ = str(value).partition("+dirty")
+    return commit[:12] + ("+dirty" if dirty else "")
+
+
 def accuracy_table(benchmark: str, recs: list[dict]) -> Table:
     gens = _generator_order(benchmark, recs)
     labels = GENERATOR_LABELS.get(benchmark, {})
@@ -426,7 +434,7 @@ def provenance_table(recs: list[dict], names: dict[str, str]) -> Table:
         if hw.get("cpu_count"):
             hardware += f", {hw['cpu_count']} CPUs"
         row = [names[r["integrity"]["content_hash"]], _row_name(r), r["kind"], when, w,
-               _short(r.get("manifest_hash")), _num(prov.get("seed")), _short(prov.get("git_revision"), 16),
+               _short(r.get("manifest_hash")), _num(prov.get("seed")), _revision(prov.get("git_revision")),
                hardware if prov else "–"]
         rows.append(row)
         keys.append([str(c).lower() for c in row])

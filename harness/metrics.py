@@ -61,7 +61,9 @@ def _accuracy_at(labels: np.ndarray, logits: np.ndarray, threshold: float) -> fl
 def best_threshold(labels: Sequence[int], logits: Sequence[float]) -> tuple[float | None, float | None]:
     """The logit threshold with the highest accuracy on these scores, and that accuracy.
 
-    Candidates are the thresholds of the ROC curve; ties go to the first (highest) one.
+    Candidates are the thresholds of the ROC curve; ties go to the first (highest) one, which is
+    then moved to the middle of the gap below it (to the next lower score): every threshold in
+    that gap classifies these scores alike, and the middle does not hug the fakes' lowest score.
     ``(None, None)`` when the scores hold one class only.
     """
     labels = np.asarray(labels, dtype=int)
@@ -75,6 +77,8 @@ def best_threshold(labels: Sequence[int], logits: Sequence[float]) -> tuple[floa
     threshold = float(thresholds[best])
     if not math.isfinite(threshold):  # the "call nothing fake" point
         threshold = float(np.nextafter(logits.max(), np.inf))
+    elif (logits < threshold).any():
+        threshold = (threshold + float(logits[logits < threshold].max())) / 2
     return threshold, float(correct[best] / labels.size)
 
 
@@ -201,7 +205,7 @@ def evaluate(
 
 
 def summarize(per_generator: dict[str, dict], groups, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """mAcc, std (population, as the papers' tables), worst generator and the bootstrap CI."""
+    """mAcc, std (sample std, ddof=1, as the papers' tables), worst generator and the bootstrap CI."""
     accs = {gen: m["acc"] for gen, m in per_generator.items() if m["acc"] is not None}
     if not accs:
         return {"mAcc": None, "std": None, "worst_generator": None, "worst_acc": None, "mAcc_ci95": None}
@@ -210,7 +214,7 @@ def summarize(per_generator: dict[str, dict], groups, *, n_boot: int = 1000, see
     ci = bootstrap_macc_ci(groups, n_boot=n_boot, seed=seed)
     return {
         "mAcc": float(values.mean()),
-        "std": float(values.std()),
+        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
         "worst_generator": worst,
         "worst_acc": accs[worst],
         "mAcc_ci95": list(ci) if ci else None,

@@ -15,9 +15,20 @@ from harness.errors import HarnessError
 DEFAULT_GRID = 8
 
 
+def grid_skip_reason(detector_cls) -> str | None:
+    """Why grid analyses (TDE, masking) do not apply to a detector class, or None."""
+    if getattr(detector_cls, "spatial_input", True):
+        return None
+    return (f"detector '{detector_cls.name}' takes an input whose planes are not one image region "
+            "(for example views at different scales): grid analyses (TDE, masking) do not apply")
+
+
 def resolve_grid(detector, requested: int | str | None = None) -> int:
     """The grid size m: ``requested`` when it is a number, else the detector's token grid
-    (``input_policy().patch_grid``), else 8."""
+    (``input_policy().patch_grid``), else 8. A detector whose input is not one image plane
+    (``spatial_input = False``) has no grid of image regions, and is refused."""
+    if reason := grid_skip_reason(type(detector)):
+        raise HarnessError(reason)
     if requested not in (None, "auto"):
         try:
             m = int(requested)

@@ -13,7 +13,8 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,27 @@ class Plan:
     val: list[Sample]
     test: list[Sample]
     manifest_hash: str
+    #: What the user should know about the selection (left-out images, one-class generators).
+    warnings: list[str] = field(default_factory=list)
+
+
+def _selection_warnings(test_all: list[Sample], test: list[Sample], test_gens: list[str]) -> list[str]:
+    warnings = []
+    left_out = Counter(s.generator for s in test_all if s.split == "test" and s.generator not in test_gens)
+    if left_out:
+        listed = ", ".join(f"{g} ({n})" for g, n in sorted(left_out.items()))
+        warnings.append(f"{sum(left_out.values())} test images of generators outside the protocol are not "
+                        f"scored: {listed}")
+    classes: dict[str, set[int]] = {}
+    for s in test:
+        classes.setdefault(s.generator, set()).add(s.label)
+    for generator in test_gens:
+        present = classes.get(generator, set())
+        if len(present) == 1:
+            only = "fake" if present == {1} else "real"
+            warnings.append(f"generator {generator} has only {only} test images: its accuracy is the {only} "
+                            "images' accuracy alone, and it still counts in mAcc")
+    return warnings
 
 
 def plan_samples(config: dict, protocol: Protocol, *, will_train: bool = True) -> Plan:
@@ -127,7 +149,10 @@ def plan_samples(config: dict, protocol: Protocol, *, will_train: bool = True) -
     train = [s for s in train_all if s.split == "train" and s.generator in train_gens]
     val = [s for s in train_all if s.split == "val" and s.generator in train_gens]
     manifest_hash = hashes[0] if len(hashes) == 1 else hashlib.sha256("|".join(hashes).encode()).hexdigest()
-    return Plan(train_gens, test_gens, train, val, test, manifest_hash)
+    warnings = _selection_warnings(test_all, test, test_gens)
+    for warning in warnings:
+        log.warning(warning)
+    return Plan(train_gens, test_gens, train, val, test, manifest_hash, warnings)
 
 
 def _obtain_weights(detector, config: dict, plan: Plan, run: Run) -> dict[str, Any]:
@@ -200,10 +225,14 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
     detector_name = config["run"]["detector"]
     detector_cls = get_detector(detector_name)
     analyses = [(name, get_analysis(name)) for name in protocol.analyses]  # unknown names fail before training
+    skipped = {name: reason for name, cls in analyses if (reason := cls.skip_reason(detector_cls))}
+    analyses = [(name, cls) for name, cls in analyses if name not in skipped]
     distributed.init_from_env(select_device(str(config["run"].get("device", "auto"))))
     run = _start(config, label or f"{detector_name}-{protocol.name}")
     main = distributed.is_main_process()
     try:
+        for name, reason in skipped.items():
+            log.warning("analysis '%s' skipped: %s", name, reason)
         will_train = not config["run"].get("weights") and detector_cls.trainable
         plan = plan_samples(config, protocol, will_train=will_train)
         # Building a suite may draw random numbers; the model's initialisation must not depend on it.
@@ -217,7 +246,7 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
         if not main:
             distributed.barrier()  # wait for rank 0's analyses and reports
             return None
-        results = _report(config, protocol, plan, run, detector, weights, test_df, val_df, analyses)
+        results = _report(config, protocol, plan, run, detector, weights, test_df, val_df, analyses, skipped)
         distributed.barrier()
         return results
     finally:
@@ -225,7 +254,8 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
             _close_log(run)
 
 
-def _report(config, protocol, plan, run, detector, weights, test_df, val_df, analyses) -> dict[str, Any]:
+def _report(config, protocol, plan, run, detector, weights, test_df, val_df, analyses,
+            analyses_skipped: dict[str, str]) -> dict[str, Any]:
     ev = config.get("eval", {})
     measured = evaluate(test_df, val_df, generators=plan.test_generators,
                         n_boot=int(ev.get("bootstrap", 1000)), seed=run.seed)
@@ -265,9 +295,11 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
         # Where the backbone's weights came from (hub, local file, or random init when asked for).
         "detector_provenance": getattr(detector, "provenance", None),
         "manifest_hash": plan.manifest_hash,
+        "plan_warnings": plan.warnings,
         "metrics": measured,
         "direction_check": direction,
         "analyses": summaries,
+        "analyses_skipped": analyses_skipped,
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
         "counts": {"train": len(plan.train), "val": len(plan.val), "test": len(plan.test),
                    "scored_test": len(test_df), "from_cache_test": test_df.attrs.get("cached", 0)},

@@ -28,6 +28,9 @@ _HOOK_FOR_KIND = {"suite": "register_suites", "detector": "register_detectors", 
 log = logging.getLogger(__name__)
 
 
+BUILTIN = "aigi-harness"  #: the distribution that ships the built-in plugins
+
+
 @dataclass
 class PluginInfo:
     name: str
@@ -91,7 +94,9 @@ class Plugins:
 
     def _collect(self, kind: str) -> None:
         hook = getattr(self.manager.hook, _HOOK_FOR_KIND[kind])
-        for impl in hook.get_hookimpls():
+        # Built-ins register first, so a third-party plugin reusing a built-in name is the one refused.
+        impls = sorted(hook.get_hookimpls(), key=lambda impl: self.info[impl.plugin_name].distribution != BUILTIN)
+        for impl in impls:
             plugin_name = impl.plugin_name
             info = self.info[plugin_name]
             if info.broken:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
+from pathlib import PurePath
 from typing import Any, ClassVar, Iterator
 
 from harness.config import merge
@@ -29,6 +30,13 @@ class Sample:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def portable_key(self) -> str:
+        """Names the image the same way wherever the suite lies on disk (generator, split,
+        label, file name): what seeded subsets and masks hash, so that two machines pick
+        the same images and the same masks."""
+        return f"{self.generator}/{self.split}/{self.label}/{PurePath(self.path).name}"
 
 
 class Suite:

@@ -54,3 +54,22 @@ def test_missing_and_invalid_toml_files(tmp_path):
     bad.write_text("[detector\n")
     with pytest.raises(HarnessError, match="not valid TOML"):
         cfg.load_toml(bad)
+
+
+def test_settings_nothing_reads_are_reported_with_the_closest_key(tmp_path, caplog):
+    path = tmp_path / "my.toml"
+    path.write_text('[detector]\nlearning_rate = 0.1\n[eval]\nbatchsize = 8\n[protocol]\nanything = 1\n')
+    config = cfg.resolve(
+        detector_defaults={"lr": 1e-4, "backbone": "tiny"}, suite_defaults={"generators": None},
+        training_defaults={"epochs": 3}, file_config=cfg.load_toml(path),
+        overrides=["train.epoch=1", "train.epochs=2", "train.lr=1e-3", "suite.root=/data", "suite.generator=x",
+                   "run.seed=3", "detector.backbone=vit"],
+    )
+    assert config["run"]["unknown_settings"] == [
+        "eval.batchsize (did you mean eval.batch_size?)",
+        "train.epoch (did you mean train.epochs?)",
+        "suite.generator (did you mean suite.generators?)",
+        "detector.learning_rate",
+    ]
+    assert "train.epoch (did you mean train.epochs?)" in caplog.text
+    assert config["train"]["epochs"] == 2 and config["train"]["epoch"] == 1  # reported, not dropped

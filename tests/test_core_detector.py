@@ -94,3 +94,28 @@ def test_place_keeps_convolutions_in_nhwc_without_changing_logits_or_checkpoints
         torch.testing.assert_close(detector(x), plain, rtol=1e-4, atol=1e-4)
     assert state_digest(detector) == plain_hash
     assert all(t.is_contiguous() for t in detector.checkpoint_state().values())
+
+
+@pytest.mark.parametrize("h, w", [(259, 263), (387, 300), (258, 261), (451, 300)])
+def test_geometries_match_torchvision_on_pil_images(h, w):
+    """Official loaders run torchvision transforms on PIL images: same crop origin (rounded, so
+    the 2x2 pixel grid is not shifted when h - size is 3 mod 4) and the same bilinear resize."""
+    from torchvision import transforms as T
+
+    img, _ = image(h, w, seed=h)
+    cases = [
+        (InputPolicy("center_crop", size=256), T.CenterCrop(256)),
+        (InputPolicy("resize", size=256), T.Resize((256, 256))),
+        (InputPolicy("resize_crop", size=224, resize_to=256), T.Compose([T.Resize(256), T.CenterCrop(224)])),
+    ]
+    for policy, reference in cases:
+        (out,) = apply_policy(policy, [img])
+        torch.testing.assert_close(out, T.ToTensor()(reference(img)), rtol=0, atol=1e-7)
+
+
+def test_floor_rounding_matches_albumentations_centre_crop():
+    img, arr = image(259, 263)
+    (out,) = apply_policy(InputPolicy("center_crop", size=256, center_rounding="floor"), [img])
+    np.testing.assert_array_equal(as_uint8(out), arr[1:257, 3:259])  # (259-256)//2 = 1, (263-256)//2 = 3
+    (out,) = apply_policy(InputPolicy("center_crop", size=256), [img])
+    np.testing.assert_array_equal(as_uint8(out), arr[2:258, 4:260])  # round(1.5) = 2, round(3.5) = 4

@@ -140,6 +140,15 @@ def test_duplicate_name_from_a_second_plugin_is_refused(fake_plugins):
     assert "registered by both" in error and "fk_good" in error
 
 
+def test_a_plugin_reusing_a_built_in_name_is_the_one_refused(fake_plugins):
+    fake_plugins({"aa_first": DUPLICATE.replace('"alpha-net"', '"npr"')})  # on sys.path before the built-ins
+    plugins = Plugins()
+    assert plugins.owner("detector", "npr").distribution == "aigi-harness"
+    assert plugins.get("detector", "npr").__module__ == "plugins.detectors.npr"
+    assert "registered by both" in plugins.info["aa_first"].error
+    assert not [info.name for info in plugins.broken if info.distribution == "aigi-harness"]
+
+
 def test_allow_list_loads_only_the_named_plugins(fake_plugins, monkeypatch):
     fake_plugins({"fk_good": GOOD, "fk_broken": BROKEN_IMPORT})
     monkeypatch.setenv("HARNESS_PLUGINS", " fk_good ,")

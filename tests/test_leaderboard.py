@@ -331,3 +331,14 @@ def test_committed_leaderboards_validate_and_pages_are_current(tmp_path):
         for page in ("README.md", "index.html"):
             assert (copy / bench.name / page).read_text() == (bench / page).read_text(), (
                 f"{bench.name}/{page} is stale: run 'harness leaderboard build'")
+
+
+def test_provenance_table_keeps_the_dirty_mark_of_a_revision(tmp_path):
+    record = rec.build_record(make_run(tmp_path / "run"))
+    record["provenance"]["git_revision"] = "0123456789abcdef0123456789abcdef01234567+dirty"
+    clean = json.loads(json.dumps(record))
+    clean["provenance"]["git_revision"] = "0123456789abcdef0123456789abcdef01234567"
+    names = {r["integrity"]["content_hash"]: "r" for r in (record, clean)}
+    table = lb.provenance_table([record, clean], names)
+    column = table.headers.index("Git revision")
+    assert [row[column] for row in table.rows] == ["0123456789ab+dirty", "0123456789ab"]

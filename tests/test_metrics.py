@@ -13,7 +13,7 @@ from harness import metrics
 
 # 4 real, 4 fake; by hand: acc@0 = 6/8, AUC = 15/16, AP = (1 + 1 + 1 + 4/5) / 4,
 # ROC points (fpr, tpr): (0, .75) then (.25, .75) -> EER .25, TPR at 1 % / 5 % FPR = .75,
-# best threshold "logit >= 1" -> 7/8 correct.
+# best threshold "logit >= 1" -> 7/8 correct, as is any threshold in (0.5, 1]: reported mid-gap, 0.75.
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 LOGITS = np.array([-2.0, -1.0, 0.5, -0.5, 1.0, 2.0, -0.2, 3.0])
 
@@ -27,7 +27,7 @@ def test_crafted_scores_match_hand_computed_values():
     assert m["ap"] == pytest.approx(0.95)
     assert m["eer"] == pytest.approx(0.25)
     assert m["tpr_at_fpr_1"] == 0.75 and m["tpr_at_fpr_5"] == 0.75
-    assert m["oracle_acc"] == 0.875 and m["oracle_threshold"] == 1.0
+    assert m["oracle_acc"] == 0.875 and m["oracle_threshold"] == 0.75
     assert m["acc_val_threshold"] is None
 
 
@@ -110,18 +110,18 @@ def test_evaluate_per_generator_and_summary_by_hand():
         + [("b", 0, 1.0), ("b", 1, 1.0), ("b", 0, -1.0), ("b", 1, -1.0)]  # acc 0.5
         + [("c", 0, -1.0), ("c", 1, 1.0), ("c", 0, 1.0), ("c", 1, 1.0)]  # acc 0.75
     )
-    val = frame([("a", 0, 0.0), ("a", 0, 0.4), ("a", 1, 0.6), ("a", 1, 3.0)])  # best threshold 0.6
+    val = frame([("a", 0, 0.0), ("a", 0, 0.4), ("a", 1, 0.6), ("a", 1, 3.0)])  # best: (0.4, 0.6], middle 0.5
     out = metrics.evaluate(test, val, generators=["c", "a", "b"], n_boot=500)
     assert list(out["per_generator"]) == ["c", "a", "b"]
     assert [out["per_generator"][g]["acc"] for g in "abc"] == [1.0, 0.5, 0.75]
     s = out["summary"]
     assert s["mAcc"] == pytest.approx(0.75)
-    assert s["std"] == pytest.approx(np.sqrt((0.25**2 + 0.25**2) / 3))
+    assert s["std"] == pytest.approx(np.sqrt((0.25**2 + 0.25**2) / 2))  # sample std, as the papers' tables
     assert (s["worst_generator"], s["worst_acc"]) == ("b", 0.5)
     lo, hi = s["mAcc_ci95"]
     assert lo <= 0.75 <= hi and hi - lo > 0
-    assert out["per_generator"]["b"]["val_threshold"] == 0.6
-    # at 0.6: b's 1.0 logits are fake -> real(1.0) wrong, fake(1.0) right, real(-1) right, fake(-1) wrong
+    assert out["per_generator"]["b"]["val_threshold"] == pytest.approx(0.5)
+    # at 0.5: b's 1.0 logits are fake -> real(1.0) wrong, fake(1.0) right, real(-1) right, fake(-1) wrong
     assert out["per_generator"]["b"]["acc_val_threshold"] == 0.5
     assert out["overall"]["n"] == 12 and out["overall"]["acc"] == pytest.approx(9 / 12)
     json.dumps(out, allow_nan=False)

@@ -120,6 +120,35 @@ def test_benchmark_protocol_and_train_generator_override(env, capsys):
     assert "nope" in capsys.readouterr().err
 
 
+def test_grid_analyses_are_skipped_for_a_detector_without_one_image_plane(env, capsys, monkeypatch):
+    monkeypatch.setattr(TinyResidualDetector, "spatial_input", False)
+    det = TinyResidualDetector()
+    weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)
+    results = harness_run(env, "--weights", str(weights), "--set", 'protocol.analyses=["tde", "tiny-count"]')
+    assert list(results["analyses"]) == ["tiny-count"]  # the run went on past the inapplicable analysis
+    assert "grid analyses (TDE, masking) do not apply" in results["analyses_skipped"]["tde"]
+    assert "analysis 'tde' skipped" in (Path(results["run_dir"]) / "log.txt").read_text()
+    code = main(["analyze", "masking", "--detector", "tiny-residual", "--suite", "folder",
+                 "--set", f"suite.root={env / 'data'}", "--weights", str(weights), "--out", str(env / "runs")])
+    assert code == 2 and "analysis 'masking' does not apply" in capsys.readouterr().err
+
+
+def test_left_out_generators_and_one_class_generators_are_reported(env):
+    import shutil
+
+    shutil.rmtree(env / "data" / "test" / "g3" / "0_real")
+    det = TinyResidualDetector()
+    weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)
+    results = harness_run(env, "--weights", str(weights), "--set", 'protocol.test_generators=["g1", "g3"]',
+                          "--set", "eval.cache=false")
+    assert results["plan_warnings"] == [
+        "12 test images of generators outside the protocol are not scored: g2 (12)",
+        "generator g3 has only fake test images: its accuracy is the fake images' accuracy alone, "
+        "and it still counts in mAcc",
+    ]
+    assert results["metrics"]["per_generator"]["g3"]["n_real"] == 0
+
+
 def test_inverted_detector_triggers_the_direction_warning(env, capsys):
     det = TinyResidualDetector({"invert": True})
     weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)

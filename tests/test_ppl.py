@@ -140,10 +140,26 @@ def test_random_base_or_full_finetuning_is_saved_whole():
     assert set(full.checkpoint_state()) == set(full.state_dict())
 
 
+def test_a_checkpoint_of_another_shape_is_a_clear_error_and_changes_nothing(tmp_path):
+    from harness.checkpoints import save_checkpoint
+    from harness.errors import HarnessError
+
+    wide = PPL(tiny_config(tiny={**TINY, "embed_dim": 48}))
+    path = save_checkpoint(tmp_path / "wide.safetensors", wide.checkpoint_state(), wide.config)
+    narrow = PPL(tiny_config())
+    before = {k: v.clone() for k, v in narrow.state_dict().items()}
+    with pytest.raises(HarnessError) as err:
+        narrow.load_weights(path)
+    message = str(err.value)
+    assert "other shapes" in message and "(48,) (model: (32,))" in message
+    assert '(it was saved with detector.tiny={"depth": 1, "embed_dim": 48' in message  # the settings it was saved with, to rebuild the detector
+    assert all(torch.equal(before[k], v) for k, v in narrow.state_dict().items())
+
+
 def test_ablation_switches_change_the_loss():
     torch.manual_seed(0)
     batch = {"x": torch.rand(4, 3, 16, 16), "label": torch.tensor([0, 1, 0, 1]),
-             "pair": torch.rand(4, 3, 16, 16), "has_pair": torch.tensor([True, True, True, True])}
+             "pair": torch.rand(4, 3, 16, 16), "has_pair": torch.tensor([False, True, False, True])}
     torch.manual_seed(1)
     det = PPL(tiny_config(rpr=False, pcl=True, pcl_lambda=0.3))
     out = det.training_step(batch)
@@ -152,8 +168,27 @@ def test_ablation_switches_change_the_loss():
     naive = Naive(tiny_config())
     assert naive.needs_pairs is False and not naive.config["rpr"] and not naive.config["pcl"]
     out = naive.training_step(batch)
-    assert set(out) == {"loss", "loss_ce"}
+    assert set(out) == {"loss", "loss_ce", "n_reconstructions"} and out["n_reconstructions"] == 0
     assert PPL(tiny_config()).needs_pairs is True
+
+
+def test_reconstructions_of_reals_join_the_batch_as_fakes_paired_with_their_real():
+    torch.manual_seed(0)
+    x, pair = torch.rand(3, 3, 16, 16), torch.rand(3, 3, 16, 16)
+    # row 0: a real with its reconstruction in pair[0]; row 1: a fake with its source; row 2: a real alone
+    batch = {"x": x, "label": torch.tensor([0, 1, 0]), "pair": pair, "has_pair": torch.tensor([True, True, False])}
+    det = PPL(tiny_config(rpr=False, pcl=False)).eval()
+    assert det.needs_reconstructions and Naive(tiny_config()).needs_reconstructions
+    out = det.training_step(batch)
+    assert out["n_reconstructions"] == 1
+    with torch.no_grad():  # by hand: the batch plus the reconstruction, labelled fake
+        logits = det(torch.cat([x, pair[:1]]))
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    # with RPR always on, the reconstruction takes its replaced patches from its own real image
+    det = PPL(tiny_config(rpr=True, rpr_prob=1.0, pcl=False))
+    out = det.training_step({**batch, "label": torch.tensor([0, 0, 0]), "has_pair": torch.tensor([True, False, False])})
+    assert (out["n_rpr_pair"], out["n_rpr_batch_real"]) == (1, 0)
 
 
 def test_pcl_samples_tokens_above_the_limit(caplog):

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from fakedata import write_pairs
 from harness.errors import HarnessError
@@ -138,6 +139,24 @@ def test_broken_files_are_reported_not_dropped_silently(tmp_path):
         assert set(skipped) == {samples[0].path, samples[3].path, gone.path}
         assert "zero-byte" in skipped[samples[0].path] and "cannot stat" in skipped[gone.path]
         assert len(df) == len(samples) - 2
+
+
+def test_an_image_the_transform_fails_on_is_a_reported_skip(tmp_path):
+    samples = make_samples(tmp_path / "data", n=3)
+    bad = samples[2].path
+
+    def fragile(img):  # fails on one image only, as a JPEG augmentation does on a 3000 x 3 strip
+        if img.tobytes() == Image.open(bad).convert("RGB").tobytes():
+            raise OSError("broken data stream when writing image file")
+        return img
+
+    df = score_samples(TinyResidualDetector(), samples, device="cpu", batch_size=4, transform=fragile)
+    skipped = dict(df.attrs["skipped"])
+    assert list(skipped) == [bad]
+    assert skipped[bad] == "preprocessing failed: OSError: broken data stream when writing image file"
+    assert df["path"].tolist() == [s.path for s in samples if s.path != bad]
+    np.testing.assert_allclose(df["logit"], brute_force(TinyResidualDetector(), [s for s in samples if s.path != bad]),
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_duplicate_paths_are_scored_once(tmp_path):

@@ -215,6 +215,12 @@ def test_subsample_is_stable_and_keeps_the_suite_order(tmp_path):
     assert [s.generator for s in kept] == ["zeta"] * 6 + ["alpha"] * 6
     assert stable_subsample(list(reversed(samples)), 3) == list(reversed(kept))
     assert stable_subsample(samples, 0) == samples
+    # the same suite under another root (another machine): the same images, and the same masks
+    moved = [Sample(s.path.replace("/d/", "/home/alice/data/"), s.label, s.generator, s.split) for s in samples]
+    assert [s.portable_key for s in stable_subsample(moved, 3)] == [s.portable_key for s in kept]
+    from plugins.analyses.masking import random_cells
+
+    assert np.array_equal(random_cells(moved[5].portable_key, 0, 64), random_cells(samples[5].portable_key, 0, 64))
 
 
 def test_a_changed_file_is_computed_again(tmp_path):

@@ -34,6 +34,8 @@ def run(args) -> int:
     analysis_cls = get_analysis(args.name)  # an unknown name fails before any work
     config, protocol = pipeline.resolve(args)
     detector_name = config["run"]["detector"]
+    if reason := analysis_cls.skip_reason(get_detector(detector_name)):
+        raise HarnessError(f"analysis '{args.name}' does not apply: {reason}")
     run_ = pipeline._start(config, f"analyze-{args.name}-{detector_name}-{protocol.name}")
     try:
         plan = pipeline.plan_samples(config, protocol)

@@ -18,7 +18,7 @@ from sklearn.metrics import accuracy_score, recall_score
 from harness import hookimpl
 from harness.analysis import Analysis, AnalysisContext, AnalysisResult
 from harness.errors import HarnessError
-from harness.patchgrid import apply_masks, cells_to_mask, resolve_grid, square_masks, square_positions
+from harness.patchgrid import grid_skip_reason, apply_masks, cells_to_mask, resolve_grid, square_masks, square_positions
 from harness.runs import autocast
 from harness.suite import FAKE
 from plugins.analyses.tde import (
@@ -33,10 +33,11 @@ from plugins.analyses.tde import (
 )
 
 
-def random_cells(path: str, seed: int, n: int) -> np.ndarray:
-    """The order in which image ``path`` loses its cells under ``seed``: masking ratio r masks
-    the first round(r * n), so a higher ratio always masks a superset of a lower one."""
-    return np.random.default_rng([seed, zlib.crc32(path.encode())]).permutation(n)
+def random_cells(key: str, seed: int, n: int) -> np.ndarray:
+    """The order in which the image with ``key`` (its ``Sample.portable_key``) loses its cells
+    under ``seed``: masking ratio r masks the first round(r * n), so a higher ratio always masks
+    a superset of a lower one."""
+    return np.random.default_rng([seed, zlib.crc32(key.encode())]).permutation(n)
 
 
 @torch.no_grad()
@@ -83,6 +84,10 @@ class MaskingAnalysis(Analysis):
         "seed": 0,
     }
 
+    @classmethod
+    def skip_reason(cls, detector_cls) -> str | None:
+        return grid_skip_reason(detector_cls)
+
     def run(self, context: AnalysisContext) -> AnalysisResult:
         cfg = self.config
         detector, device = context.detector, context.device
@@ -122,7 +127,7 @@ class MaskingAnalysis(Analysis):
             clean_rows += [{**common[i], "logit": float(clean[i])} for i in range(b)]
 
             # Random masking: every (ratio, seed) variant of every image, one stream of batches.
-            orders = {seed: [random_cells(s.path, seed, n) for s in batch] for seed in seeds}
+            orders = {seed: [random_cells(s.portable_key, seed, n) for s in batch] for seed in seeds}
             conditions = [(r, seed) for r in ratios for seed in seeds]
             cells = torch.zeros(len(conditions) * b, n, dtype=torch.bool)
             for c, (r, seed) in enumerate(conditions):

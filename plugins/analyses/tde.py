@@ -24,7 +24,7 @@ from tqdm import tqdm
 from harness import hookimpl
 from harness.analysis import Analysis, AnalysisContext, AnalysisResult
 from harness.data import SampleDataset, make_loader
-from harness.patchgrid import apply_masks, grid_masks, resolve_grid
+from harness.patchgrid import grid_skip_reason, apply_masks, grid_masks, resolve_grid
 from harness.runs import autocast
 from harness.scoring import default_cache_dir, model_key, stamp
 from harness.suite import FAKE, REAL, Sample
@@ -127,11 +127,12 @@ def aggregate(per_image: pd.DataFrame, generators: list[str]) -> pd.DataFrame:
 # -- data -----------------------------------------------------------------------------------
 
 def stable_subsample(samples: list[Sample], per_group: int | None, seed: int = 0) -> list[Sample]:
-    """At most ``per_group`` samples per generator x class, chosen by a hash of the path
-    (the same images whatever the order of the list); ``None`` or 0 keeps all."""
+    """At most ``per_group`` samples per generator x class, chosen by a hash of each sample's
+    ``portable_key`` (the same images whatever the order of the list and wherever the suite
+    lies on disk); ``None`` or 0 keeps all."""
     if not per_group:
         return list(samples)
-    keyed = sorted(range(len(samples)), key=lambda i: zlib.crc32(f"{seed}:{samples[i].path}".encode()))
+    keyed = sorted(range(len(samples)), key=lambda i: zlib.crc32(f"{seed}:{samples[i].portable_key}".encode()))
     kept, counts = set(), {}
     for i in keyed:
         group = (samples[i].generator, samples[i].label)
@@ -378,6 +379,10 @@ class TDEAnalysis(Analysis):
         "cache_dir": None,         # None: the run's eval.cache_dir, else the score cache; false: off
         "seed": 0,
     }
+
+    @classmethod
+    def skip_reason(cls, detector_cls) -> str | None:
+        return grid_skip_reason(detector_cls)
 
     def run(self, context: AnalysisContext) -> AnalysisResult:
         cfg = self.config

@@ -13,6 +13,15 @@ linear head on the pooled feature, and two training-time components:
 
 Total loss ``pcl_lambda * L_con + (1 - pcl_lambda) * L_ce`` (L_ce = BCE on the image logit).
 
+Training data: where the suite has a real image's reconstruction (DRCT-2M's ``DR/MSCOCO``),
+it joins the batch as a fake paired with that real image ("we add reconstructed images to the
+training set, following DRCT"), in every row of Table 4 (``naive`` too). A fake's own pair is
+the real image the suite pairs it with: on ``mini`` its exact source, on DRCT-2M the MSCOCO
+photo of the same stem, which is not pixel-aligned with a text-to-image fake (resized to the
+fake's size when they differ), much like the batch-real fallback. Augmentation: only the
+random crop; the paper's "basic data augmentation (cropping, rotation, JPEG compression,
+etc.)" is not specified further and its rotation and JPEG parts are not implemented.
+
 Configuration (``[detector]``), the ablation switches of Table 4 first:
 
 - ``rpr`` / ``pcl`` / ``lora`` (bool): the components; ``lora = false`` fine-tunes the whole ViT.
@@ -136,6 +145,7 @@ class PPL(Detector):
                    "Replacement and Patch-wise Contrastive Learning")
     reference = "Yang et al., All Patches Matter, More Patches Better (2025), arXiv:2504.01396"
     needs_pairs = True
+    needs_reconstructions = True
     defaults: dict[str, Any] = {
         "backbone": "open_clip:ViT-L-14",
         "pretrained": "default",
@@ -222,11 +232,20 @@ class PPL(Detector):
     def training_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         cfg = self.config
         x, label = batch["x"], batch["label"]
+        pair, has_pair = batch.get("pair"), batch.get("has_pair")
         out: dict[str, Any] = {}
+        if pair is not None and has_pair is not None:
+            recon = has_pair.bool() & (label == 0)
+            # Reconstructed images join the training set as fakes (the paper follows DRCT), each
+            # paired with its real image: the aligned pair RPR takes real patches from.
+            x, pair = torch.cat([x, pair[recon]]), torch.cat([pair, x[recon]])
+            has_pair = torch.cat([has_pair.bool() & (label == 1), torch.ones_like(recon[recon])])
+            label = torch.cat([label, torch.ones_like(label[recon])])
+            out["n_reconstructions"] = torch.tensor(float(recon.sum()))
         patch_labels = label[:, None].expand(-1, self.facts.grid ** 2).long()
         if cfg["rpr"]:
             x, patch_labels, counts = random_patch_replacement(
-                x, label, batch.get("pair"), batch.get("has_pair"), grid=self.facts.grid,
+                x, label, pair, has_pair, grid=self.facts.grid,
                 ratio=float(cfg["rpr_ratio"]), prob=float(cfg["rpr_prob"]))
             out.update({k: torch.tensor(float(v)) for k, v in counts.items()})
         pooled, tokens = self.features(x)

@@ -10,6 +10,18 @@ Weights come from one of three places, and the choice is recorded (``provenance`
 A hub download that fails (no network, ``HF_HUB_OFFLINE=1``) raises a :class:`HarnessError`
 telling the user to pass a local file; it never falls back to random weights silently.
 
+Activation: OpenAI's CLIP weights were trained with QuickGELU (``x * sigmoid(1.702 x)``), while
+open_clip builds its ``ViT-*`` configs with standard GELU unless told otherwise. ``quick_gelu``
+(:func:`build_vit`, :func:`load_open_clip_visual`) chooses the activation of an open_clip tower;
+by default it follows the hub tag (``openai`` -> QuickGELU). A tower that will hold OpenAI
+weights from a local file, or from a checkpoint loaded later, must be built with
+``quick_gelu=True``: the weights load either way, but the features differ. The activation built
+is recorded in ``provenance["quick_gelu"]``.
+
+Weights files are checked against the model, names and shapes, before anything is copied:
+a file of another model or image size is a :class:`HarnessError` naming the keys and both
+shapes (:func:`check_state_fits`), never a raw torch error.
+
 Spec strings: ``open_clip:<model name>`` (e.g. ``open_clip:ViT-L-14``), ``timm:<model name>``
 (e.g. ``timm:vit_large_patch14_dinov2.lvd142m``) and ``tiny`` (a timm ``VisionTransformer`` whose
 size is set by ``img_size``, ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``).
@@ -109,13 +121,38 @@ def _check_weights_file(weights) -> Path:
     return path
 
 
-def _load_strict(module: nn.Module, state: dict, path, what: str) -> None:
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
+def _shape(value) -> list[int] | None:
+    shape = getattr(value, "shape", None)
+    return None if shape is None else list(shape)
+
+
+def state_mismatch(own: dict, state: dict, *, allow_missing=lambda key: False) -> tuple[list, list, list]:
+    """``(missing, unexpected, wrong)`` of ``state`` against a model's ``own`` state dict:
+    missing and unexpected key names (sorted; ``allow_missing(key)`` exempts a key) and, for
+    keys in both, ``"key [file shape] != [model shape]"`` where the shapes differ."""
+    missing = sorted(k for k in set(own) - set(state) if not allow_missing(k))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k} {_shape(state[k])} != {_shape(own[k])}" for k in sorted(set(own) & set(state))
+             if _shape(state[k]) != _shape(own[k])]
+    return missing, unexpected, wrong
+
+
+def check_state_fits(own: dict, state: dict, path, what: str, *, allow_missing=lambda key: False) -> None:
+    """Raise a :class:`HarnessError` unless ``state`` has exactly the names and shapes of ``own``
+    (a model's state dict), naming the first mismatched keys with both shapes (file != model)."""
+    missing, unexpected, wrong = state_mismatch(own, state, allow_missing=allow_missing)
+    if missing or unexpected or wrong:
         raise HarnessError(
-            f"weights file {path} does not fit {what}: missing keys {list(missing)[:5]}, "
-            f"unexpected keys {list(unexpected)[:5]}"
+            f"weights file {path} does not fit {what}: "
+            f"{len(wrong)} wrong shapes (file != model) {wrong[:4]}, "
+            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
         )
+
+
+def _load_strict(module: nn.Module, state: dict, path, what: str) -> None:
+    # Names and shapes first: load_state_dict would raise a bare RuntimeError on a shape.
+    check_state_fits(module.state_dict(), state, path, what)
+    module.load_state_dict(state, strict=True)
 
 
 # -- open_clip ------------------------------------------------------------------------------
@@ -143,17 +180,23 @@ def load_open_clip_visual(
     pretrained: str | None = "default",
     weights: str | Path | None = None,
     image_size: int | None = None,
+    quick_gelu: bool | None = None,
 ) -> tuple[nn.Module, int, VisualFacts]:
     """The visual tower of an open_clip model.
 
     ``pretrained``: an open_clip tag (``openai``, ``laion2b_s32b_b82k``, ...), ``"default"``
     (``openai`` when the model has it, else its first tag) or ``"none"`` for random weights.
     With ``weights`` the tower is built without download and the file is loaded (a full CLIP
-    state dict or the visual keys alone); the tag still selects QuickGELU for OpenAI weights.
+    state dict or the visual keys alone).
+    ``quick_gelu``: build the MLPs with QuickGELU (``True``, what OpenAI's weights need, passed
+    to open_clip as ``force_quick_gelu``) or as the model config says (``False``); ``None``
+    follows the tag (QuickGELU for ``openai``). A value that contradicts a hub tag's own
+    activation, or one the model cannot honour (a timm tower), is a :class:`HarnessError`.
     Returns ``(visual, embed_dim, facts)`` where ``embed_dim`` is the width of
     ``visual(x)`` (after ``ln_post`` and ``proj``: 768 for ViT-L-14).
     """
     import open_clip
+    from open_clip.transformer import QuickGELU
 
     if name not in open_clip.list_models():
         raise HarnessError(f"unknown open_clip model '{name}'; see open_clip.list_models()")
@@ -163,15 +206,36 @@ def load_open_clip_visual(
             raise HarnessError(
                 f"open_clip model '{name}' has no published weights: pass a local file or pretrained='none'"
             )
+    tag_quick_gelu = None
+    if pretrained not in _RANDOM:
+        tag_cfg = open_clip.get_pretrained_cfg(name, pretrained) or {}
+        if tag_cfg:
+            tag_quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+    explicit = quick_gelu is not None
+    # Unset: the tag's own activation (QuickGELU for openai), else the model config's.
+    quick_gelu = bool(quick_gelu) if explicit else bool(tag_quick_gelu)
+    if explicit and tag_quick_gelu is not None and quick_gelu != tag_quick_gelu:
+        raise HarnessError(
+            f"open_clip {name} weights '{pretrained}' were trained with {'QuickGELU' if tag_quick_gelu else 'GELU'}, "
+            f"but quick_gelu={quick_gelu} was asked for: the features would not be the published model's. "
+            f"Set detector.quick_gelu={str(tag_quick_gelu).lower()}."
+        )
     kwargs: dict[str, Any] = {"force_image_size": image_size} if image_size else {}
-    if pretrained == "openai":
-        kwargs["force_quick_gelu"] = True  # OpenAI's weights were trained with QuickGELU
+    if quick_gelu:
+        kwargs["force_quick_gelu"] = True
     if weights is not None:
         path = _check_weights_file(weights)
         model = open_clip.create_model(name, pretrained=None, **kwargs)
         state = {f"visual.{k}": v for k, v in _clip_visual_state(load_state(path)).items()}
         if image_size:
-            open_clip.model.resize_pos_embed(state, model)  # in place, only when the grid differs
+            try:
+                open_clip.model.resize_pos_embed(state, model)  # in place, only when the grid differs
+            except (RuntimeError, ValueError) as exc:
+                raise HarnessError(
+                    f"weights file {path} does not fit open_clip {name}: its position embedding "
+                    f"{_shape(state.get('visual.positional_embedding'))} cannot be resampled to the "
+                    f"{image_size}-px grid ({exc})"
+                ) from None
         _load_strict(model.visual, {k[len("visual."):]: v for k, v in state.items()}, path, f"open_clip {name}")
     elif pretrained in _RANDOM:
         model = open_clip.create_model(name, pretrained=None, **kwargs)
@@ -182,6 +246,13 @@ def load_open_clip_visual(
             raise _hub_error(f"open_clip {name} ({pretrained})", exc) from None
     visual = model.visual
     del model  # the text tower is not used
+    built_quick_gelu = any(isinstance(m, QuickGELU) for m in visual.modules())
+    if explicit and built_quick_gelu != quick_gelu:
+        raise HarnessError(
+            f"open_clip {name} was built with {'QuickGELU' if built_quick_gelu else 'GELU'} although "
+            f"quick_gelu={quick_gelu} was asked for (a '-quickgelu' model name, or a timm tower that ignores "
+            "the flag): choose a model and quick_gelu that agree"
+        )
     prep = getattr(visual, "preprocess_cfg", None) or {}
     size = visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
@@ -197,7 +268,7 @@ def load_open_clip_visual(
         pooled_dim=embed_dim,
         mean=tuple(prep.get("mean", CLIP_MEAN)),
         std=tuple(prep.get("std", CLIP_STD)),
-        provenance=_provenance("open_clip", name, pretrained, weights),
+        provenance={**_provenance("open_clip", name, pretrained, weights), "quick_gelu": built_quick_gelu},
     )
     return visual, embed_dim, facts
 
@@ -227,7 +298,19 @@ def _timm_vit(name: str, *, pretrained, weights, image_size: int | None, **model
     if weights is not None:
         path = _check_weights_file(weights)
         state = strip_prefix(load_state(path), "module.")
-        state = checkpoint_filter_fn(state, model)  # official DINOv2 keys, pos-embed resampling
+        # timm would resample a patch embedding of another kernel size (FlexiViT-style), which
+        # turns e.g. a /32 file into a different /16 model without a word: refuse it instead.
+        file_kernel = _shape(state.get("patch_embed.proj.weight"))
+        own_kernel = list(model.patch_embed.proj.weight.shape)
+        if file_kernel is not None and len(file_kernel) == 4 and file_kernel != own_kernel:
+            raise HarnessError(
+                f"weights file {path} does not fit timm {name}: 1 wrong shapes (file != model) "
+                f"['patch_embed.proj.weight {file_kernel} != {own_kernel}'] (another patch size or width)"
+            )
+        try:
+            state = checkpoint_filter_fn(state, model)  # official DINOv2 keys, pos-embed resampling
+        except (RuntimeError, ValueError) as exc:
+            raise HarnessError(f"weights file {path} does not fit timm {name}: {exc}") from None
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
         _load_strict(model, state, path, f"timm {name}")
     cfg = getattr(model, "pretrained_cfg", None) or {}
@@ -274,6 +357,7 @@ def build_vit(
     weights: str | Path | None = None,
     image_size: int | None = None,
     tiny: dict[str, Any] | None = None,
+    quick_gelu: bool | None = None,
 ) -> ViTBackbone:
     """Build a ViT backbone from a spec string (see the module docstring).
 
@@ -282,10 +366,13 @@ def build_vit(
     ``weights``: a local file, which wins over ``pretrained``. ``image_size``: input size
     (position embeddings are resampled when pretrained weights have another grid).
     ``tiny``: sizes for the ``tiny`` spec (defaults :data:`TINY_DEFAULTS`).
+    ``quick_gelu``: the activation of an open_clip tower (see :func:`load_open_clip_visual`;
+    ``None`` follows the tag). timm and ``tiny`` ViTs always use GELU and ignore it.
     """
     family, name = parse_spec(spec)
     if family == "open_clip":
-        visual, _, facts = load_open_clip_visual(name, pretrained=pretrained, weights=weights, image_size=image_size)
+        visual, _, facts = load_open_clip_visual(name, pretrained=pretrained, weights=weights, image_size=image_size,
+                                                 quick_gelu=quick_gelu)
         return ViTBackbone(visual, facts)
     model_kwargs: dict[str, Any] = {}
     if family == "tiny":

@@ -257,8 +257,9 @@ def cached_features(
     dim = None
     if computed_rows:
         dim = next(iter(computed_rows.values())).shape[0]
-    elif store is not None and len(store):
-        dim = next(store.get(k) for k in keys if k is not None and k in store).shape[0]
+    elif store is not None:  # None when no sample of this list is stored (an empty val split, say)
+        first = next((store.get(k) for k in keys if k is not None and k in store), None)
+        dim = None if first is None else first.shape[0]
     n = len(samples)
     out = np.full((n, dim or 0), np.nan, dtype=np.float32)
     valid = np.zeros(n, dtype=bool)

@@ -2,10 +2,11 @@
 
 The first time a suite root is read its samples are written, with each file's byte size and
 format (and SHA-256 on request), to ``<cache>/manifests/<suite>-<key>.csv.gz`` plus a JSON
-header. The header records the modification time of every folder that holds a sample (and
-of the root and the folders between): adding, removing or renaming a file changes its
-folder's time, so a later load compares a few dozen folder times instead of walking the
-1.3 M files of GenImage again. A file rewritten in place under the same name is not seen
+header. The header records the modification time of every folder the scan read (generator, split
+and class folders, empty ones included), of every folder that holds a sample, and of the
+root and the folders between: adding, removing or renaming a file changes its folder's
+time, so a later load compares a few dozen folder times instead of walking the 1.3 M
+files of GenImage again. A file rewritten in place under the same name is not seen
 this way: ``refresh=True`` (``harness suite info --refresh``) or checksums catch that.
 """
 
@@ -30,7 +31,9 @@ from harness.errors import HarnessError
 from harness.images import check_file, format_of_name
 from harness.suite import Sample, Suite
 
-SCHEMA = 1
+# 2: the suite readers record folders they do not read, take the folder suite's split from any path
+# component, and the header watches every folder a scan read; manifests written before are walked again.
+SCHEMA = 2
 CACHE_ENV = "HARNESS_CACHE_DIR"
 # A folder changed this close to the walk may have changed during it, within one tick of the
 # file system's clock: such a manifest is written but walked again on next use.
@@ -89,6 +92,11 @@ class Manifest:
         except (OSError, json.JSONDecodeError):
             return None
         return record if record.get("manifest_hash") == self.hash else None
+
+    @property
+    def verify_partial_path(self) -> Path | None:
+        """Results of an unfinished ``harness suite verify``, one JSON line per file."""
+        return self.path.with_name(self.path.name.replace(".csv.gz", ".verify.partial.jsonl")) if self.path else None
 
     def save_verify(self, record: dict) -> None:
         if self.verify_path is None:
@@ -189,8 +197,11 @@ def _build(suite: Suite, root: Path | None, checksums: bool, path: Path | None) 
 
 
 def _watched_paths(suite: Suite, root: Path | None, table: pd.DataFrame) -> list[Path]:
-    """Every folder holding a listed file, the folders up to the root, and the suite's own files."""
+    """Every folder the scan read (``suite.visited``: generator, split and class folders, empty
+    ones too), every folder holding a listed file, the folders up to the root, and the
+    suite's own files."""
     folders = {os.path.dirname(p) for p in table["path"]} | {os.path.dirname(p) for p in table["pair"] if p}
+    folders |= {str(p) for p in getattr(suite, "visited", None) or ()}
     watched: set[Path] = set()
     for folder in folders:
         current = Path(folder)
@@ -305,33 +316,137 @@ def _read_if_fresh(suite: Suite, root: Path, path: Path) -> Manifest | None:
 # -- decoding every file -----------------------------------------------------------------------
 
 
+#: Files decoded between two appends to the partial verify file.
+VERIFY_CHUNK = 2048
+
+
 def verify(manifest: Manifest, *, workers: int = 0, progress: bool = True) -> dict[str, Any]:
     """Decode every listed file (samples and pairs) with the harness's loader.
 
     Returns and records ``{"checked", "unreadable": [[path, reason]], "format_mismatch":
     [[path, named, found]]}``; ``workers`` > 1 decodes in that many processes.
+
+    Resumable: results are appended every :data:`VERIFY_CHUNK` files to
+    :attr:`Manifest.verify_partial_path`, keyed by path, size and modification time; a verify
+    that was interrupted decodes on its next run only the files not done (or changed since),
+    and gives the same result. A finished verify deletes that file, so the next one decodes
+    everything again (a disk can go bad without changing a file's time).
     """
     from tqdm import tqdm
 
     paths = list(dict.fromkeys(list(manifest.table["path"]) + [p for p in manifest.table["pair"] if p]))
-    results = []
-    bar = tqdm(total=len(paths), desc=f"verify {manifest.suite}", unit="file", disable=not progress)
-    if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
+    partial = manifest.verify_partial_path
+    done = _reuse_partial(partial, set(paths))
+    todo = [p for p in paths if p not in done]
+    if done:
+        log.info("verify: %d of %d files were decoded by an interrupted verify and are not decoded again",
+                 len(done), len(paths))
+    bar = tqdm(total=len(paths), initial=len(done), desc=f"verify {manifest.suite}", unit="file",
+               disable=not progress)
+    writer = _PartialWriter(partial)
+    try:
+        if workers > 1 and len(todo) > 1:
+            from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for item in pool.map(check_file, paths, chunksize=max(1, min(256, len(paths) // (workers * 8) or 1))):
-                results.append(item)
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                chunksize = max(1, min(256, len(todo) // (workers * 8) or 1))
+                for entry in pool.map(_check_entry, todo, chunksize=chunksize):
+                    done[entry[0]] = entry
+                    writer.add(entry)
+                    bar.update(1)
+        else:
+            for path in todo:
+                entry = _check_entry(path)
+                done[path] = entry
+                writer.add(entry)
                 bar.update(1)
-    else:
-        for path in paths:
-            results.append(check_file(path))
-            bar.update(1)
-    bar.close()
+    finally:
+        writer.close()  # what was decoded before an interruption is kept for the next run
+        bar.close()
+    results = [(path, done[path][3], done[path][4]) for path in paths]
     unreadable = sorted([path, reason] for path, _, reason in results if reason is not None)
     # Pillow calls some camera JPEGs "MPO" (multi-picture JPEG): still JPEG by name.
     mismatch = sorted([path, format_of_name(path), fmt] for path, fmt, _ in results
                       if fmt is not None and {"MPO": "JPEG"}.get(fmt, fmt) != format_of_name(path))
     record = {"checked": len(paths), "unreadable": unreadable, "format_mismatch": mismatch}
     manifest.save_verify(record)
+    if partial is not None:
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not delete %s (%s)", partial, exc)
     return record
+
+
+def _file_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _check_entry(path: str) -> tuple[str, int | None, int | None, str | None, str | None]:
+    """(path, size, mtime_ns, format found, reason unreadable): the file's key is read before
+    it is decoded, so a file changed while it is decoded is decoded again next time."""
+    key = _file_key(path)
+    _, fmt, reason = check_file(path)
+    size, mtime = key if key is not None else (None, None)
+    return path, size, mtime, fmt, reason
+
+
+def _reuse_partial(partial: Path | None, wanted: set[str]) -> dict[str, tuple]:
+    """Entries of an interrupted verify for files still listed and unchanged (same size and time)."""
+    if partial is None or not partial.is_file():
+        return {}
+    entries: dict[str, tuple] = {}
+    try:
+        with partial.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    path, size, mtime, fmt, reason = json.loads(line)
+                except (ValueError, TypeError):
+                    continue  # a line torn by the interruption
+                if path in wanted and size is not None:
+                    entries[path] = (path, size, mtime, fmt, reason)
+    except OSError as exc:
+        log.warning("could not read the partial verify results %s (%s); decoding every file", partial, exc)
+        return {}
+    return {path: entry for path, entry in entries.items() if _file_key(path) == (entry[1], entry[2])}
+
+
+class _PartialWriter:
+    """Appends verify entries to the partial file, :data:`VERIFY_CHUNK` at a time."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.buffer: list[str] = []
+        self.failed = path is None
+
+    def add(self, entry: tuple) -> None:
+        if self.failed or entry[1] is None:  # no file to key the entry on: decoded again next time
+            return
+        self.buffer.append(json.dumps(list(entry)) + "\n")
+        if len(self.buffer) >= VERIFY_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.failed or not self.buffer:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a+b") as fh:
+                # A line torn by an earlier interruption is ended first, so this chunk starts clean.
+                if fh.tell() > 0:
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        fh.write(b"\n")
+                fh.write("".join(self.buffer).encode("utf-8"))
+        except OSError as exc:
+            log.warning("could not record verify progress in %s (%s); an interrupted verify will start over",
+                        self.path, exc)
+            self.failed = True
+        self.buffer = []
+
+    def close(self) -> None:
+        self.flush()

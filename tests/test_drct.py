@@ -111,7 +111,8 @@ def test_official_clip_checkpoint_with_text_tower(tmp_path, tiny_clip):
     import open_clip
 
     torch.manual_seed(2)
-    clip = randomise(open_clip.create_model(tiny_clip, pretrained=None), 0.05)
+    # DRCT-CLIP checkpoints hold OpenAI CLIP, a QuickGELU model: the reference is built so.
+    clip = randomise(open_clip.create_model(tiny_clip, pretrained=None, force_quick_gelu=True), 0.3)
     proj = randomise(nn.Linear(48, 16), 0.2)
     fc = randomise(nn.Linear(16, 2), 1.0)
     # CLIPModelV2 keeps the whole CLIP as model.model and its Linear(768, 1024) as model.fc.
@@ -130,16 +131,35 @@ def test_official_clip_checkpoint_with_text_tower(tmp_path, tiny_clip):
         z = fc(proj(clip.encode_image(imagenet_normalise(x))))
         p_fake = 1 - torch.softmax(z, dim=1)[:, 0]
         assert torch.allclose(torch.sigmoid(det.eval()(x)), p_fake, atol=1e-5)
+        assert torch.allclose(det.class_logits(x), z, atol=1e-4)
+        # The same file in a GELU tower (open_clip's default) gives other logits.
+        gelu = DRCT({**clip_config(tiny_clip), "quick_gelu": False})
+        gelu.load_weights(path)
+        assert not torch.allclose(gelu.eval().class_logits(x), z, atol=1e-3)
+    assert det.provenance["quick_gelu"] is True and gelu.provenance["quick_gelu"] is False
 
-    # The frozen tower is not part of a harness checkpoint; the trained layers round-trip.
+    # This tower was built with pretrained='none': the configuration cannot rebuild it, so a
+    # harness checkpoint stores it with the trained layers, and another seed gets it back.
     saved = det.checkpoint_state()
-    assert set(saved) == {"model.fc.weight", "model.fc.bias", "fc.weight", "fc.bias"}
+    assert {"model.fc.weight", "model.fc.bias", "fc.weight", "fc.bias"} < set(saved)
+    assert {k for k in saved if not k.startswith("model.model.visual.")} == {
+        "model.fc.weight", "model.fc.bias", "fc.weight", "fc.bias"}
     ckpt = save_checkpoint(tmp_path / "best.safetensors", saved, det.config)
+    torch.manual_seed(3)
     other = DRCT(clip_config(tiny_clip))
-    other.model.model.load_state_dict(det.model.model.state_dict())
     other.load_weights(ckpt)
     with torch.no_grad():
         assert torch.allclose(other.eval()(x), det(x), atol=1e-6)
+
+    # A tower from a weights file is identified by the configuration: only the trained layers go.
+    weights = tmp_path / "openai_clip.pt"
+    torch.save(clip.state_dict(), weights)
+    from_file = DRCT({**clip_config(tiny_clip), "backbone_weights": str(weights)})
+    assert not from_file.provenance["random_init"]
+    from_file.load_weights(ckpt)  # the stored tower is accepted as well
+    assert set(from_file.checkpoint_state()) == {"model.fc.weight", "model.fc.bias", "fc.weight", "fc.bias"}
+    with torch.no_grad():
+        assert torch.allclose(from_file.eval()(x), det(x), atol=1e-6)
 
     # A text-tower key that is not CLIP's is still an error.
     state["model.model.not_clip"] = torch.zeros(1)
@@ -268,3 +288,65 @@ def test_training_augmentation_treats_image_and_pair_alike():
     assert a.shape == (3, 32, 32) and torch.equal(a, b)
     c, _ = det.preprocess([img, img], train=True, generator=torch.Generator().manual_seed(9))
     assert torch.equal(a, c)
+
+
+def test_clip_variant_tower_uses_quick_gelu(tiny_clip):
+    from open_clip.transformer import QuickGELU
+
+    assert DRCT.defaults["quick_gelu"] is True
+    det = DRCT(clip_config(tiny_clip))
+    acts = [m for m in det.model.model.visual.modules() if isinstance(m, (QuickGELU, nn.GELU))]
+    assert acts and all(isinstance(m, QuickGELU) for m in acts)
+
+
+def test_centre_crop_floors_like_albumentations(tiny_clip):
+    # 35 x 39 to 32: excesses 3 and 7 (3 mod 4). albumentations' CenterCrop starts at
+    # (3 // 2, 7 // 2) = (1, 3); torchvision's rounding would start at (2, 4).
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, (35, 39, 3), dtype=np.uint8)
+    expected = torch.from_numpy(pixels[1:33, 3:35]).permute(2, 0, 1).float() / 255
+    shifted = torch.from_numpy(pixels[2:34, 4:36]).permute(2, 0, 1).float() / 255
+    for det in (DRCT(CONVNEXT), DRCT(clip_config(tiny_clip))):
+        assert det.input_policy(False).center_rounding == "floor"
+        out = det.preprocess([Image.fromarray(pixels)])[0]
+        assert torch.allclose(out, expected, atol=1e-6)
+        assert not torch.allclose(out, shifted, atol=1e-3)
+
+
+def test_clip_variant_patch_grid_is_the_token_grid_of_the_built_tower(tmp_path):
+    import open_clip
+
+    from harness.patchgrid import resolve_grid
+
+    name = "drct-test-clip-patch16"
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({
+        "embed_dim": 48,
+        "vision_cfg": {"image_size": 48, "layers": 1, "width": 64, "patch_size": 16},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
+    }))
+    open_clip.add_model_config(path)
+    for crop, grid in ((48, 3), (64, 4)):
+        det = DRCT({**clip_config(name), "crop_size": crop})
+        assert det.model.model.visual.patch_size == (16, 16)
+        assert det.input_policy(False).patch_grid == grid == resolve_grid(det)
+        # One grid cell is one token: the tower sees grid x grid patches (+ the class token).
+        assert det.model.model.visual.positional_embedding.shape[0] == grid * grid + 1
+    # The ConvNeXt has no token grid: the analyses keep their default.
+    assert DRCT(CONVNEXT).input_policy(False).patch_grid is None
+
+
+def test_convnext_backbone_file_of_other_shapes_names_the_keys(tmp_path):
+    other = timm.create_model("convnext_atto", pretrained=False, num_classes=16,
+                              depths=(1, 1, 1, 1), dims=(16, 16, 24, 32))
+    path = tmp_path / "convnext.pth"
+    torch.save(other.state_dict(), path)
+    with pytest.raises(HarnessError, match=r"does not fit timm convnext_atto: 16 wrong shapes.*"
+                       r"stages\.0\.blocks\.0\.conv_dw\.weight \[16, 1, 7, 7\] != \[8, 1, 7, 7\]"):
+        DRCT({**CONVNEXT, "backbone_weights": str(path)})
+    # The right shapes load (the ImageNet classifier is replaced by DRCT's embedding layer).
+    same = timm.create_model("convnext_atto", pretrained=False, num_classes=1000,
+                             depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
+    torch.save(same.state_dict(), path)
+    det = DRCT({**CONVNEXT, "backbone_weights": str(path)})
+    assert torch.equal(det.model.stem[0].weight, same.stem[0].weight)

@@ -198,6 +198,18 @@ def test_head_trained_through_the_cache_beats_chance(tmp_path, data):
     assert other.backbone.images == 0
     np.testing.assert_allclose(again["logit"].to_numpy(), df["logit"].to_numpy(), rtol=1e-6)
 
+    # The backbone is random-init, so the checkpoint carries it: a detector drawn under another
+    # seed gets it back, scores the same and reads the same cache entries.
+    torch.manual_seed(123)
+    reseeded = UnivFD({**TINY, "feature_cache_dir": str(tmp_path / "features")})
+    reseeded.backbone = CountingBackbone(reseeded.backbone)
+    assert reseeded.feature_identity() != det.feature_identity()
+    reseeded.load_weights(ckpt)
+    assert reseeded.feature_identity() == det.feature_identity()
+    third = score_cached(reseeded, data["test"])
+    assert reseeded.backbone.images == 0
+    np.testing.assert_allclose(third["logit"].to_numpy(), df["logit"].to_numpy(), rtol=1e-6)
+
 
 def test_training_and_scoring_engines_take_the_cached_path(tmp_path, data):
     from harness.scoring import score_samples
@@ -212,3 +224,13 @@ def test_training_and_scoring_engines_take_the_cached_path(tmp_path, data):
     df = score_samples(det, data["train"][:40] + data["train"][100:140], device="cpu")
     assert det.backbone.images == seen  # every training image was cached during training
     assert len(df) == 80 and list(df.columns[:5]) == ["path", "generator", "split", "label", "logit"]
+
+
+def test_training_without_a_val_split_reads_the_stored_train_features(tmp_path, data):
+    det = make_detector(tmp_path)
+    config = {"run": {"seed": 0}, "train": {"epochs": 2, "batch_size": 32, "lr": 1e-2}}
+    train_head(det, data["train"], [], config=config, run_dir=tmp_path / "run", device="cpu")
+    seen = det.backbone.images
+    # the second time every train feature is stored and the val list is empty: nothing to look up
+    ckpt = train_head(det, data["train"], [], config=config, run_dir=tmp_path / "run2", device="cpu")
+    assert det.backbone.images == seen and ckpt.is_file()

@@ -10,6 +10,7 @@ import pytest
 
 from harness import manifest as mf
 from harness.checkpoints import sha256_file
+from plugins.suites.folder import FolderSuite
 from plugins.suites.genimage import GenImage
 from tests.suite_trees import numbered, touch_images
 
@@ -143,3 +144,106 @@ def test_an_unwritable_cache_costs_a_walk_not_the_run(tmp_path, monkeypatch, cap
     assert manifest.scanned and len(manifest.samples) == 5
     assert "could not write the manifest cache" in caplog.text
     assert mf.load_manifest(GenImage({"root": str(root)})).scanned
+
+
+# -- folders that were empty at the first scan are watched too --------------------------------
+
+
+def test_files_added_to_a_folder_empty_at_the_first_scan_are_listed(tmp_path, cache):
+    root = tmp_path / "GenImage"
+    touch_images(root / "glide" / "val" / "ai", numbered("g", 2, ".png"))
+    (root / "glide" / "val" / "nature").mkdir()  # reals still downloading
+    _age(root)
+    first = mf.load_manifest(GenImage({"root": str(root)}))
+    assert first.scanned and {s.label for s in first.samples} == {1}
+    assert not mf.load_manifest(GenImage({"root": str(root)})).scanned
+    touch_images(root / "glide" / "val" / "nature", numbered("n", 3, ".JPEG"))
+    again = mf.load_manifest(GenImage({"root": str(root)}))
+    assert again.scanned and len([s for s in again.samples if s.label == 0]) == 3
+
+
+def test_files_added_to_an_empty_generator_folder_are_listed(tmp_path, cache):
+    root = tmp_path / "data"
+    touch_images(root / "ganA" / "0_real", ["r.png"])
+    touch_images(root / "ganA" / "1_fake", ["f.png"])
+    for cls in ("0_real", "1_fake"):
+        (root / "ganB" / cls).mkdir(parents=True)
+    _age(root)
+    assert len(mf.load_manifest(FolderSuite({"root": str(root)})).samples) == 2
+    assert not mf.load_manifest(FolderSuite({"root": str(root)})).scanned
+    touch_images(root / "ganB" / "1_fake", ["f.png"])
+    again = mf.load_manifest(FolderSuite({"root": str(root)}))
+    assert again.scanned and ("ganB", 1) in {(s.generator, s.label) for s in again.samples}
+
+
+# -- an interrupted verify resumes ------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _verify_tree(root):
+    touch_images(root / "glide" / "val" / "ai", numbered("g", 6, ".png"))
+    touch_images(root / "glide" / "val" / "nature", numbered("n", 5, ".JPEG"))
+    (root / "glide" / "val" / "ai" / "g00002.png").write_bytes(b"")
+    (root / "glide" / "val" / "nature" / "n00003.JPEG").write_bytes(b"not an image")
+    _age(root)
+
+
+def test_an_interrupted_verify_decodes_only_the_rest_on_the_next_run(tmp_path, cache, monkeypatch):
+    root = tmp_path / "GenImage"
+    _verify_tree(root)
+    manifest = mf.load_manifest(GenImage({"root": str(root)}))
+    reference = mf.verify(mf.load_manifest(GenImage({"root": str(root)}), cache_dir=tmp_path / "other"),
+                          progress=False)
+    assert reference["checked"] == 11 and len(reference["unreadable"]) == 2
+
+    decoded = []
+    interrupt_after = [4]
+    real_check = mf.check_file
+
+    def check(path):
+        if len(decoded) == interrupt_after[0]:
+            raise Interrupted  # killed after the first chunk and one more file
+        decoded.append(path)
+        return real_check(path)
+
+    monkeypatch.setattr(mf, "VERIFY_CHUNK", 3)
+    monkeypatch.setattr(mf, "check_file", check)
+    with pytest.raises(Interrupted):
+        mf.verify(manifest, progress=False)
+    assert manifest.last_verify() is None  # no result for an unfinished verify
+    partial = manifest.verify_partial_path
+    assert len(partial.read_text().splitlines()) == 4
+    first_run = list(decoded)
+    interrupt_after[0] = None
+
+    # A file rewritten since it was decoded is decoded again.
+    changed = first_run[0]
+    os.utime(changed, ns=(OLD * 10**9 + 5, OLD * 10**9 + 5))
+    decoded.clear()
+    record = mf.verify(manifest, progress=False)
+    assert sorted(decoded) == sorted((set(manifest.table["path"]) - set(first_run)) | {changed})
+    assert record == reference
+    assert manifest.last_verify()["unreadable"] == reference["unreadable"]
+    assert not partial.exists()  # a finished verify leaves nothing to resume
+
+    decoded.clear()
+    assert mf.verify(manifest, progress=False) == reference and len(decoded) == 11  # the next one decodes all
+
+
+def test_a_torn_partial_line_is_decoded_again(tmp_path, cache, monkeypatch):
+    root = tmp_path / "GenImage"
+    _verify_tree(root)
+    manifest = mf.load_manifest(GenImage({"root": str(root)}))
+    reference = mf.verify(manifest, progress=False)
+    paths = sorted(manifest.table["path"])
+    size, mtime = os.stat(paths[0]).st_size, os.stat(paths[0]).st_mtime_ns
+    manifest.verify_partial_path.write_text(
+        f'["{paths[0]}", {size}, {mtime}, "PNG", null]\n["{paths[1]}", 12')  # killed mid-line
+    decoded = []
+    real_check = mf.check_file
+    monkeypatch.setattr(mf, "check_file", lambda p: decoded.append(p) or real_check(p))
+    assert mf.verify(manifest, progress=False) == reference
+    assert sorted(decoded) == paths[1:]

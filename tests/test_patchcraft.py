@@ -7,15 +7,18 @@ import pytest
 import torch
 from PIL import Image
 from torch.nn import functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.images import load_image
+from harness.config import merge
 from harness.plugins import get_detector
+from harness.training import train_config
 from plugins.detectors.patchcraft import PatchCraft
 from plugins.detectors.patchops import srm30_kernels
 from tests.fakedata import write_pairs
-from tests.test_patchops import recalibrate_batchnorm, reference_ranking
+from tests.test_patchops import complexity_by_loops, official_blur, pil_jpeg, recalibrate_batchnorm, reference_ranking
 from tests.test_ssp import perturbed
 
 
@@ -120,7 +123,8 @@ def test_tiling_equals_brute_force():
     rng = np.random.default_rng(0)
     arr = np.clip(rng.normal(128, 50, (40, 44, 3)) * np.linspace(0.1, 1.2, 44)[None, :, None], 0, 255).astype(np.uint8)
     image = Image.fromarray(arr)
-    model = PatchCraft({"grid": 2, "patch_size": 8, "factor": 3})
+    no_augment = {"blur_prob": 0.0, "jpeg_prob": 0.0}  # probability 0 draws nothing: the crops get seed 7
+    model = PatchCraft({"grid": 2, "patch_size": 8, "factor": 3, "augment": no_augment})
     (x,) = model.preprocess([image], train=True, generator=torch.Generator().manual_seed(7))
     assert x.shape == (2, 3, 16, 16)
     order, tops, lefts = reference_ranking(image, 8, 12, 7)
@@ -132,6 +136,56 @@ def test_tiling_equals_brute_force():
             assert torch.equal(x[view, :, r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8], crop)
     # Test time: seeded by the image content, reproducible.
     assert torch.equal(model.preprocess([image])[0], model.preprocess([image.copy()])[0])
+
+
+def crop_positions(arr: np.ndarray, tile: np.ndarray) -> list[tuple[int, int]]:
+    """Every (top, left) where ``tile`` [P, P, 3] occurs in ``arr`` [H, W, 3], by brute force."""
+    p = tile.shape[0]
+    windows = np.lib.stride_tricks.sliding_window_view(arr, (p, p), axis=(0, 1))  # [H-p+1, W-p+1, 3, p, p]
+    hits = (windows == tile.transpose(2, 0, 1)).all(axis=(2, 3, 4))
+    return [tuple(int(v) for v in pos) for pos in np.argwhere(hits)]
+
+
+def test_training_blurs_and_compresses_before_the_crops():
+    """AIGCDetectBenchmark's data_augment (blur, then JPEG) on the decoded image: every training
+    tile is a crop of the augmented image, the pair's tiles come from the same places, and the
+    ranking is that of the augmented crops. Test-time inputs are never augmented."""
+    rng = np.random.default_rng(3)
+    arr = np.clip(rng.normal(128, 50, (40, 44, 3)) * np.linspace(0.1, 1.2, 44)[None, :, None], 0, 255).astype(np.uint8)
+    twin = (255 - arr).astype(np.uint8)
+    always = {"blur_prob": 1.0, "blur_sigma": [1.5, 1.5], "jpeg_prob": 1.0, "jpeg_quality": [50, 50]}
+    model = PatchCraft({"grid": 2, "patch_size": 8, "augment": always})
+    x, y = model.preprocess([Image.fromarray(arr), Image.fromarray(twin)], train=True,
+                            generator=torch.Generator().manual_seed(7))
+    aug, aug_twin = pil_jpeg(official_blur(arr, 1.5), 50), pil_jpeg(official_blur(twin, 1.5), 50)
+    scores = {}
+    for view in (0, 1):
+        for r in range(2):
+            for c in range(2):
+                cell = (view, slice(None), slice(r * 8, (r + 1) * 8), slice(c * 8, (c + 1) * 8))
+                tile, pair = (np.array(TF.to_pil_image(t[cell])) for t in (x, y))
+                places = crop_positions(aug, tile)
+                assert places, (view, r, c)
+                assert any(np.array_equal(aug_twin[t : t + 8, l : l + 8], pair) for t, l in places)
+                scores[view, r, c] = complexity_by_loops(tile)
+    poor = [scores[0, r, c] for r in range(2) for c in range(2)]
+    rich = [scores[1, r, c] for r in range(2) for c in range(2)]
+    assert poor == sorted(poor) and rich == sorted(rich, reverse=True) and max(poor) <= min(rich)
+    # At test time the same configuration leaves the image alone.
+    plain = PatchCraft({"grid": 2, "patch_size": 8, "augment": {"blur_prob": 0.0, "jpeg_prob": 0.0}})
+    assert torch.equal(model.preprocess([Image.fromarray(arr)])[0], plain.preprocess([Image.fromarray(arr)])[0])
+
+
+def test_recipe_is_aigcdetectbenchmark_early_stopping():
+    """options.py / train.py: Adam 1e-4, batch 64, niter 1000 with early stopping after 5 epochs
+    without a better val accuracy; blur and JPEG with p 0.1, sigma 0-3, quality 30-100."""
+    cfg = train_config({"train": PatchCraft.training})
+    assert (cfg["epochs"], cfg["batch_size"], cfg["lr"]) == (1000, 64, 1e-4)
+    assert (cfg["patience"], cfg["select"], cfg["schedule"]) == (5, "acc", "constant")
+    assert PatchCraft.defaults["augment"] == {"blur_prob": 0.1, "blur_sigma": [0.0, 3.0], "jpeg_prob": 0.1,
+                                              "jpeg_quality": [30, 100]}
+    mini = train_config({"train": merge(PatchCraft.training, PatchCraft.profiles["mini"]["train"])})
+    assert mini["epochs"] == 2 and mini["patience"] is None
 
 
 def test_small_images_are_resized_to_one_patch():

@@ -1,6 +1,10 @@
-"""Shared patch operations: complexity, selection, tiling, SRM filters, DWT, ResNet loading."""
+"""Shared patch operations: complexity, selection, tiling, SRM filters, DWT, ResNet loading and
+provenance, blur / JPEG augmentation."""
 
 from __future__ import annotations
+
+import hashlib
+import io
 
 import numpy as np
 import pytest
@@ -8,17 +12,22 @@ import pywt
 import torch
 import torchvision
 from PIL import Image
+from scipy.ndimage import gaussian_filter
 from torch.nn import functional as F
 
+from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from plugins.detectors.patchops import (
     DWT2,
     SRM,
+    blur_jpeg,
     build_resnet,
     content_generator,
     load_imagenet_resnet,
+    loaded_resnet_provenance,
     patch_complexity,
     ranked_crops,
+    resnet_provenance,
     srm30_kernels,
     tile,
     to_uint8_tensor,
@@ -221,3 +230,83 @@ def test_resnet_imagenet_loading(tmp_path, monkeypatch):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(HarnessError, match="do not fit"):
         load_imagenet_resnet(target, "resnet18", "imagenet", str(tmp_path / "bad.pth"))
+
+
+def test_loaded_provenance_names_the_file_and_keeps_the_keys(tmp_path):
+    official = tmp_path / "official.pth"
+    torch.save(build_resnet("resnet10", 1).state_dict(), official)
+    prov = loaded_resnet_provenance("resnet10", official)
+    # The keys of an ImageNet-initialised ResNet (resnet_provenance + weights_sha256), filled in for the file.
+    assert prov == {"family": "torchvision", "name": "resnet10", "pretrained": None, "weights": str(official),
+                    "weights_sha256": hashlib.sha256(official.read_bytes()).hexdigest(), "random_init": False}
+    assert set(resnet_provenance("resnet10")) < set(prov)
+    # A harness checkpoint: its sidecar names the backbone it was trained from, kept as ``init``.
+    imagenet = {**resnet_provenance("resnet18"), "pretrained": "imagenet", "random_init": False,
+                "weights": "torchvision ResNet18_Weights.IMAGENET1K_V1"}
+    first = save_checkpoint(tmp_path / "a" / "best.safetensors", {"w": torch.ones(2)}, {}, {"backbone": imagenet})
+    prov = loaded_resnet_provenance("resnet18", first)
+    assert prov["weights"] == str(first) and prov["random_init"] is False and prov["init"] == imagenet
+    assert prov["weights_sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()
+    # Trained (or resumed) from that checkpoint: the root of the chain stays the init, not nested.
+    second = save_checkpoint(tmp_path / "b" / "last.safetensors", {"w": torch.zeros(2)}, {}, {"backbone": prov})
+    assert loaded_resnet_provenance("resnet18", second)["init"] == imagenet
+    # No sidecar (or none with a backbone): no init is claimed.
+    bare = save_checkpoint(tmp_path / "c" / "x.safetensors", {"w": torch.zeros(2)}, {})
+    assert "init" not in loaded_resnet_provenance("resnet18", bare)
+
+
+def official_blur(arr: np.ndarray, sigma: float) -> np.ndarray:
+    """AIGCDetectBenchmark's gaussian_blur: scipy's filter on each 8-bit channel, in place."""
+    out = arr.copy()
+    for c in range(3):
+        gaussian_filter(out[:, :, c], output=out[:, :, c], sigma=sigma)
+    return out
+
+
+def pil_jpeg(arr: np.ndarray, quality: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(arr).save(buffer, format="jpeg", quality=quality)
+    return np.array(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def test_blur_then_jpeg_equals_the_official_augmentation():
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    twin = 255 - arr
+    gen = torch.Generator().manual_seed(5)
+    out = blur_jpeg([Image.fromarray(arr), Image.fromarray(twin)], gen, blur_prob=1.0, blur_sigma=[1.25, 1.25],
+                    jpeg_prob=1.0, jpeg_quality=[40, 40])
+    # Blur first, then JPEG, the same draw for an image and its pair.
+    np.testing.assert_array_equal(np.array(out[0]), pil_jpeg(official_blur(arr, 1.25), 40))
+    np.testing.assert_array_equal(np.array(out[1]), pil_jpeg(official_blur(twin, 1.25), 40))
+    only_blur = blur_jpeg([Image.fromarray(arr)], gen, blur_prob=1.0, blur_sigma=[2.5, 2.5], jpeg_prob=0.0,
+                          jpeg_quality=[30, 100])
+    np.testing.assert_array_equal(np.array(only_blur[0]), official_blur(arr, 2.5))
+    # Probability 0: the images are untouched and the generator is not drawn from.
+    state = gen.get_state()
+    (same,) = blur_jpeg([Image.fromarray(arr)], gen, blur_prob=0.0, blur_sigma=[0, 3], jpeg_prob=0.0,
+                        jpeg_quality=[30, 100])
+    np.testing.assert_array_equal(np.array(same), arr)
+    assert torch.equal(gen.get_state(), state)
+
+
+def test_blur_jpeg_rates_and_ranges_follow_the_configuration():
+    arr = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    image = Image.fromarray(arr)
+    blurred = jpegged = 0
+    for seed in range(300):
+        gen = torch.Generator().manual_seed(seed)
+        (out,) = blur_jpeg([image], gen, blur_prob=0.1, blur_sigma=[0.0, 3.0], jpeg_prob=0.0, jpeg_quality=[30, 100])
+        blurred += not np.array_equal(np.array(out), arr)
+        gen = torch.Generator().manual_seed(seed)
+        (out,) = blur_jpeg([image], gen, blur_prob=0.0, blur_sigma=[0.0, 3.0], jpeg_prob=0.1, jpeg_quality=[30, 100])
+        jpegged += not np.array_equal(np.array(out), arr)
+    # Binomial(300, 0.1): mean 30, sd 5.2 (a blur with sigma near 0 can leave the image unchanged).
+    assert 12 <= blurred <= 48 and 12 <= jpegged <= 48, (blurred, jpegged)
+    # The quality is drawn from the closed integer range: find it by matching the round trip.
+    seen = set()
+    for seed in range(40):
+        gen = torch.Generator().manual_seed(seed)
+        (out,) = blur_jpeg([image], gen, blur_prob=0.0, blur_sigma=[0, 3], jpeg_prob=1.0, jpeg_quality=[98, 100])
+        seen |= {q for q in (98, 99, 100) if np.array_equal(np.array(out), pil_jpeg(arr, q))}
+    assert seen == {98, 99, 100}

@@ -1,7 +1,9 @@
-"""SEP: exposed patch + frequency view packing, attention, DWT branch, 2-way head, checkpoints, training."""
+"""SEP: exposed patch + frequency view packing, attention, DWT branch, 2-way head, checkpoints and
+their provenance, loaded weights surviving the start of training, no grid analyses, training."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -14,12 +16,13 @@ from torch.nn import functional as F
 from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.images import load_image
+from harness.patchgrid import resolve_grid
 from harness.plugins import get_detector
 from plugins.detectors.patchops import content_generator, to_uint8_tensor
 from plugins.detectors.sep import SEP, GuidedBidirectionalAttention
 from tests.fakedata import write_pairs
 from tests.test_patchops import recalibrate_batchnorm, reference_ranking
-from tests.test_ssp import perturbed, resnet50_keys
+from tests.test_ssp import fake_imagenet_resnet18, perturbed, resnet50_keys
 
 SMALL = {"patch_size": 8, "freq_size": 32, "upsample": 32, "candidates": 8, "train_candidates": 4,
          "arch": "resnet10", "pretrained": "none"}
@@ -235,3 +238,48 @@ def test_fused_enhancer_equals_running_each_group():
         assert torch.allclose(model.dwt_piex.channel_weights(freq), reference, atol=1e-5)
         patch = torch.rand(2, 3, 8, 8)
         assert torch.allclose(model.dwt_piex(patch, freq), patch * (1 + 0.2 * reference), atol=1e-5)
+
+
+def test_loaded_weights_win_over_the_imagenet_init_when_training_starts(tmp_path):
+    imagenet = fake_imagenet_resnet18(tmp_path / "resnet18.pth")
+    config = dict(SMALL, arch="resnet18", pretrained="imagenet", backbone_weights=str(tmp_path / "resnet18.pth"))
+    fresh = SEP(config)
+    fresh.configure_optimizer(fresh.parameters_to_train(), {"lr": 1e-3})
+    assert torch.equal(fresh.disc.layer4[0].conv1.weight, imagenet["layer4.0.conv1.weight"])
+
+    source = SEP(config)
+    state = perturbed(source, 9)
+    state["srm.kernel"] = source.state_dict()["srm.kernel"]
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "sep.pth")
+    model = SEP(config)
+    model.load_weights(tmp_path / "sep.pth")
+    model.configure_optimizer(model.parameters_to_train(), {"lr": 0.0})
+    changed = [name for name, t in model.state_dict().items() if not torch.equal(t, state[name])]
+    assert not changed, changed[:5]
+    assert model.provenance["weights"] == str(tmp_path / "sep.pth")
+
+
+def test_provenance_names_the_loaded_weights(tmp_path):
+    source = SEP(SMALL)
+    source.load_state_dict(perturbed(source, 4))
+    torch.save(source.state_dict(), tmp_path / "official.pth")
+    model = SEP(SMALL)
+    assert model.provenance["random_init"] is True
+    model.load_weights(tmp_path / "official.pth")
+    assert model.provenance == {
+        "family": "torchvision", "name": "resnet10", "pretrained": None, "weights": str(tmp_path / "official.pth"),
+        "weights_sha256": hashlib.sha256((tmp_path / "official.pth").read_bytes()).hexdigest(), "random_init": False,
+    }
+    init = {"family": "torchvision", "name": "resnet10", "pretrained": None, "weights": None, "random_init": True}
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", source.checkpoint_state(), source.config, {"backbone": init})
+    model.load_weights(ckpt)
+    assert model.provenance["weights"] == str(ckpt) and model.provenance["init"] == init
+    assert model.provenance["weights_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
+def test_grid_analyses_are_refused():
+    """The two views are at different scales: cell (i, j) of the enlarged patch and of the centre
+    crop are unrelated regions of the image, so no plane grid is an image grid."""
+    assert SEP.spatial_input is False
+    with pytest.raises(HarnessError, match="sep"):
+        resolve_grid(SEP(SMALL))

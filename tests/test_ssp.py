@@ -1,6 +1,10 @@
-"""SSP: patch rule, official key layout and label inversion, checkpoints, a short training run."""
+"""SSP: patch rule, official key layout and label inversion, checkpoints and their provenance,
+loaded weights surviving the start of training, a short training run."""
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -13,6 +17,8 @@ from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.images import load_image
 from harness.plugins import get_detector
+from harness.suite import Sample
+from harness.training import train
 from plugins.detectors.ssp import SSP
 from tests.fakedata import write_pairs
 from tests.test_patchops import recalibrate_batchnorm, reference_ranking
@@ -196,3 +202,68 @@ def test_short_training_beats_chance(tmp_path):
         logits = model(_batch(model, test_paths, False)).numpy()
     acc = ((logits > 0) == np.array([0, 1] * len(test_pairs))).mean()
     assert acc >= 0.8, acc
+
+
+def fake_imagenet_resnet18(path) -> dict[str, torch.Tensor]:
+    """A torchvision ResNet-18 state dict standing in for the ImageNet download (``backbone_weights``)."""
+    torch.manual_seed(123)
+    state = torchvision.models.resnet18().state_dict()
+    torch.save(state, path)
+    return state
+
+
+def engine_samples(root, n=2) -> list[Sample]:
+    out = []
+    for real, fake in write_pairs(root / "real", root / "fake", n, size=32, seed=3):
+        out += [Sample(str(real), 0, "g", "train"), Sample(str(fake), 1, "g", "train")]
+    return out
+
+
+def test_loaded_weights_win_over_the_imagenet_init_when_training_starts(tmp_path):
+    """``harness train --weights X``: the checkpoint is loaded before the engine calls
+    configure_optimizer, which must not replace its backbone with the ImageNet init."""
+    imagenet = fake_imagenet_resnet18(tmp_path / "resnet18.pth")
+    config = {"arch": "resnet18", "patch_size": 16, "candidates": 4, "upsample": 32, "pretrained": "imagenet",
+              "backbone_weights": str(tmp_path / "resnet18.pth")}
+    # Without loaded weights, training starts from the ImageNet file (the head excepted).
+    fresh = SSP(config)
+    fresh.configure_optimizer(fresh.parameters_to_train(), {"lr": 1e-4})
+    assert torch.equal(fresh.disc.layer3[1].conv2.weight, imagenet["layer3.1.conv2.weight"])
+    assert fresh.provenance["weights"] == str(tmp_path / "resnet18.pth")
+
+    source = SSP(config)
+    state = perturbed(source, 7)
+    state["srm.kernel"] = source.state_dict()["srm.kernel"]
+    torch.save(state, tmp_path / "ssp.pth")
+    model = SSP(config)
+    model.load_weights(tmp_path / "ssp.pth")
+    # One engine step at lr 0: every parameter must still be the checkpoint's.
+    train(model, engine_samples(tmp_path / "data"), [], run_dir=tmp_path / "run", device="cpu",
+          config={"run": {"seed": 0}, "train": {"epochs": 1, "batch_size": 4, "lr": 0.0, "amp": False}})
+    params = dict(model.named_parameters())
+    changed = [name for name, p in params.items() if not torch.equal(p.detach().cpu(), state[name])]
+    assert params and not changed, changed[:5]
+    assert not torch.equal(model.disc.layer3[1].conv2.weight.detach().cpu(), imagenet["layer3.1.conv2.weight"])
+    backbone = json.loads((tmp_path / "run" / "training.json").read_text())["backbone"]
+    assert backbone["weights"] == str(tmp_path / "ssp.pth") and backbone["random_init"] is False
+
+
+def test_provenance_names_the_loaded_weights(tmp_path):
+    config = {"arch": "resnet10", "upsample": 32}
+    source = SSP(config)
+    source.load_state_dict(perturbed(source, 2))
+    torch.save(source.state_dict(), tmp_path / "official.pth")
+    model = SSP(config)
+    assert model.provenance["random_init"] is True and model.provenance["weights"] is None
+    model.load_weights(tmp_path / "official.pth")
+    assert model.provenance == {
+        "family": "torchvision", "name": "resnet10", "pretrained": None, "weights": str(tmp_path / "official.pth"),
+        "weights_sha256": hashlib.sha256((tmp_path / "official.pth").read_bytes()).hexdigest(), "random_init": False,
+    }
+    # A harness checkpoint written by the engine also says what its training started from.
+    init = {"family": "torchvision", "name": "resnet10", "pretrained": None, "weights": None, "random_init": True}
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", source.checkpoint_state(), source.config, {"backbone": init})
+    model.load_weights(ckpt)
+    assert model.provenance["weights"] == str(ckpt) and model.provenance["random_init"] is False
+    assert model.provenance["weights_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert model.provenance["init"] == init

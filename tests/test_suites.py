@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 
 import pytest
 
@@ -136,3 +137,129 @@ def test_folder_suite_without_class_folders_is_an_error(tmp_path):
     touch_images(tmp_path / "pics", ["a.png"])
     with pytest.raises(HarnessError, match="no class folders"):
         list(FolderSuite({"root": str(tmp_path)}).scan())
+
+
+# -- what is not read is recorded -------------------------------------------------------------
+
+
+def _reasons(suite):
+    return {path: reason for path, reason in suite.ignored}
+
+
+def test_folder_suite_records_folders_beside_class_folders(tmp_path):
+    root = tmp_path / "data"
+    touch_images(root / "ganA" / "0_real", numbered("r", 2, ".png"))
+    touch_images(root / "ganA" / "1_fake", numbered("f", 2, ".png"))
+    touch_images(root / "ganA" / "1_fakes", numbered("x", 3, ".png"))
+    touch_images(root / "ganA" / "1_fake (1)", numbered("y", 1, ".png"))
+    touch_images(root / "ganB" / "real", numbered("r", 1, ".png"))
+    touch_images(root / "ganB" / "generated", numbered("g", 4, ".png"))
+    touch_images(root / "ganC" / "cat" / "ai", numbered("a", 1, ".png"))
+    touch_images(root / "ganC" / "cat" / "natrue", numbered("n", 1, ".png"))
+    touch_images(root / "notes" / "misc", ["m.png"])
+    suite = FolderSuite({"root": str(root)})
+    samples = list(suite.scan())
+    assert _counts(samples) == {("ganA", "test", 0): 2, ("ganA", "test", 1): 2, ("ganB", "test", 0): 1,
+                                ("ganC", "test", 1): 1}
+    reasons = _reasons(suite)
+    not_class = "folder name is not a class folder (0_real/1_fake, real/fake, nature/ai)"
+    for folder in ("ganA/1_fakes", "ganA/1_fake (1)", "ganB/generated", "ganC/cat/natrue"):
+        assert reasons[str(root / folder)] == not_class
+    assert "no class folders" in reasons[str(root / "notes")]
+    # Generator (and other) folders above class folders are the layout, not something left out.
+    assert not any(p in reasons for p in (str(root / "ganA"), str(root / "ganC"), str(root / "ganC" / "cat")))
+    assert all(s.path.split("/")[-2] in ("0_real", "1_fake", "real", "ai") for s in samples)
+
+
+def test_genimage_records_unknown_split_class_and_inner_folders(tmp_path):
+    base = tmp_path / "ADM" / "imagenet_ai_0508_adm"
+    touch_images(base / "val" / "ai", numbered("a", 2, ".png"))
+    touch_images(base / "val" / "nature", numbered("n", 2, ".JPEG"))
+    touch_images(base / "val" / "natrue", numbered("t", 2, ".JPEG"))
+    touch_images(base / "tarin" / "ai", numbered("b", 5, ".png"))
+    touch_images(tmp_path / "ADM" / "imagenet_ai_0508_adm_old" / "ai", numbered("c", 1, ".png"))
+    suite = GenImage({"root": str(tmp_path)})
+    samples = list(suite.scan())
+    assert _counts(samples) == {("ADM", "test", 0): 2, ("ADM", "test", 1): 2}
+    reasons = _reasons(suite)
+    assert reasons[str(base / "val" / "natrue")] == \
+        "folder name is not a class folder (0_real/1_fake, real/fake, nature/ai)"
+    assert reasons[str(base / "tarin")] == "folder name is not a split folder of GenImage (train, val)"
+    assert "without {train,val}" in reasons[str(tmp_path / "ADM" / "imagenet_ai_0508_adm_old")]
+
+
+@pytest.mark.parametrize("shape", ["gen/split", "gen/inner/split"])
+def test_folder_suite_takes_the_split_from_any_path_component(tmp_path, shape):
+    root = tmp_path / "data"
+    for gen in ("ganA", "ganB"):
+        base = root / gen / "inner" if shape == "gen/inner/split" else root / gen
+        for split, n in (("train", 4), ("val", 2), ("test", 3)):
+            touch_images(base / split / "0_real", numbered(f"{split}r", n, ".png"))
+            touch_images(base / split / "1_fake", numbered(f"{split}f", n, ".png"))
+        touch_images(base / "tarin" / "0_real", numbered("leak", 5, ".png"))
+    suite = FolderSuite({"root": str(root)})
+    samples = list(suite.scan())
+    expected = {}
+    for gen in ("ganA", "ganB"):
+        for split, n in (("train", 4), ("val", 2), ("test", 3)):
+            expected[(gen, split, 0)] = expected[(gen, split, 1)] = n
+    assert _counts(samples) == expected
+    for s in samples:  # nothing from train/ or val/ (or the misspelt tarin/) is in the test split
+        assert f"/{s.split}/" in s.path
+    reasons = _reasons(suite)
+    for gen in ("ganA", "ganB"):
+        tarin = (root / gen / "inner" if shape == "gen/inner/split" else root / gen) / "tarin"
+        assert "not a split folder" in reasons[str(tarin)]
+
+
+def test_folder_suite_split_nearest_the_class_folders_wins(tmp_path):
+    touch_images(tmp_path / "train" / "ganA" / "test" / "real", ["a.png"])
+    touch_images(tmp_path / "train" / "ganA" / "test" / "fake", ["b.png"])
+    samples = list(FolderSuite({"root": str(tmp_path)}).scan())
+    assert {(s.generator, s.split) for s in samples} == {("ganA", "test")}
+
+
+def test_symlinked_folders_in_class_folders_are_followed_without_loops(tmp_path):
+    root = tmp_path / "data"
+    touch_images(root / "ganA" / "0_real", ["r0.png"])
+    touch_images(root / "ganA" / "1_fake", ["f0.png"])
+    touch_images(tmp_path / "elsewhere" / "batch2", ["r1.png", "r2.png"])
+    (root / "ganA" / "0_real" / "batch2").symlink_to(tmp_path / "elsewhere" / "batch2", target_is_directory=True)
+    (root / "ganA" / "0_real" / "again").symlink_to(tmp_path / "elsewhere" / "batch2", target_is_directory=True)
+    (root / "ganA" / "0_real" / "up").symlink_to(root / "ganA", target_is_directory=True)  # a loop
+    (root / "ganA" / "0_real" / "self").symlink_to(root / "ganA" / "0_real", target_is_directory=True)
+    suite = FolderSuite({"root": str(root)})
+    samples = list(suite.scan())
+    reals = sorted(s.path for s in samples if s.label == 0)
+    assert reals == [str(root / "ganA" / "0_real" / n) for n in ("batch2/r1.png", "batch2/r2.png", "r0.png")] \
+        or reals == [str(root / "ganA" / "0_real" / n) for n in ("again/r1.png", "again/r2.png", "r0.png")]
+    assert [s.path for s in samples if s.label == 1] == [str(root / "ganA" / "1_fake" / "f0.png")]
+    reasons = _reasons(suite)
+    assert "symlink loop" in reasons[str(root / "ganA" / "0_real" / "up")]
+    assert "symlink loop" in reasons[str(root / "ganA" / "0_real" / "self")]
+    assert "already read" in reasons[str(root / "ganA" / "0_real" / "batch2")] or \
+        "already read" in reasons[str(root / "ganA" / "0_real" / "again")]
+
+
+def test_unlistable_folders_are_recorded(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    touch_images(root / "ganA" / "0_real", ["r.png"])
+    touch_images(root / "ganA" / "1_fake", ["f.png"])
+    touch_images(root / "ganA" / "1_fake" / "part2", ["g.png"])
+    touch_images(root / "ganB" / "0_real", ["r.png"])
+    blocked = {str(root / "ganB"), str(root / "ganA" / "1_fake" / "part2")}
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path) in blocked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    suite = FolderSuite({"root": str(root)})
+    samples = list(suite.scan())
+    assert sorted(s.path for s in samples) == [str(root / "ganA" / "0_real" / "r.png"),
+                                               str(root / "ganA" / "1_fake" / "f.png")]
+    reasons = _reasons(suite)
+    for folder in blocked:
+        assert reasons[folder] == "cannot list this folder: Permission denied"

@@ -97,3 +97,18 @@ def test_csv_manifest_notices_an_edited_csv(tmp_path, monkeypatch):
     csv_path.write_text("path,label\nimgs/a.png,0\nimgs/b.png,1\n")
     again = load_manifest(CSVSuite({"root": str(csv_path)}))
     assert again.scanned and [s.label for s in again.samples] == [0, 1]
+
+
+def test_info_lists_folders_that_are_not_read_with_the_reason(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    touch_images(root / "ganA" / "0_real", ["r.png"])
+    touch_images(root / "ganA" / "1_fake", ["f.png"])
+    touch_images(root / "ganA" / "1_fakes", ["g.png", "h.png"])
+    assert main(["suite", "info", "folder", "--set", f"suite.root={root}"]) == 0
+    out = capsys.readouterr().out
+    assert "2 images" in out
+    assert (f"{root / 'ganA' / '1_fakes'}: folder name is not a class folder (0_real/1_fake, real/fake, nature/ai)"
+            in out)
+    assert main(["suite", "info", "folder", "--set", f"suite.root={root}"]) == 0  # from the cache, or walked again
+    assert "1_fakes: folder name is not a class folder" in capsys.readouterr().out

@@ -165,3 +165,102 @@ def test_csv_bad_rows_are_named(tmp_path):
         list(CSVSuite({"root": str(no_label)}).scan())
     with pytest.raises(HarnessError, match="is not a file"):
         list(CSVSuite({"root": str(tmp_path / "missing.csv")}).scan())
+
+
+# -- folders outside the published lists, splits without reals, conflicting CSV rows -----------
+
+
+def _reasons(suite):
+    return {path: reason for path, reason in suite.ignored}
+
+
+def test_aigcdetect_unpublished_generator_folders_are_recorded_not_listed(tmp_path):
+    for gen in ("Glide", "sdxl", "stable_diffusion_v_1_4 (copy)"):
+        touch_images(tmp_path / gen / "0_real", numbered("r", 1, ".png"))
+        touch_images(tmp_path / gen / "1_fake", numbered("f", 1, ".png"))
+    touch_images(tmp_path / "midjourney" / "0_real", numbered("r", 2, ".png"))  # case differs from Midjourney
+    touch_images(tmp_path / "midjourney" / "1_fake", numbered("f", 2, ".png"))
+    suite = AIGCDetect({"root": str(tmp_path)})
+    samples = list(suite.scan())
+    generators = set(suite.generators())
+    # Every listed generator is one the suite (and so a protocol) knows and scores.
+    assert {s.generator for s in samples} == {"Glide", "Midjourney"} <= generators
+    reasons = _reasons(suite)
+    for gen in ("sdxl", "stable_diffusion_v_1_4 (copy)"):
+        assert reasons[str(tmp_path / gen)].startswith("not one of the published generators of aigcdetect")
+
+
+def test_forensynths_unpublished_folders_are_recorded_not_listed(tmp_path):
+    touch_images(tmp_path / "train" / "progan" / "cat" / "0_real", ["a.png"])
+    touch_images(tmp_path / "train" / "progan" / "cat" / "1_fake", ["a.png"])
+    touch_images(tmp_path / "train" / "stylegan" / "cat" / "1_fake", ["s.png"])
+    touch_images(tmp_path / "test" / "biggan" / "0_real", ["b.png"])
+    touch_images(tmp_path / "test" / "biggan" / "1_fake", ["b.png"])
+    touch_images(tmp_path / "test" / "dalle3" / "1_fake", ["d.png"])
+    touch_images(tmp_path / "tset" / "crn" / "1_fake", ["c.png"])
+    diffusion = tmp_path / "diffusion_datasets"
+    touch_images(diffusion / "laion" / "0_real", ["l.png"])
+    touch_images(diffusion / "ldm_200" / "1_fake", ["l.png"])
+    touch_images(diffusion / "sdxl" / "1_fake", ["x.png"])
+    suite = ForenSynths({"root": str(tmp_path)})
+    samples = list(suite.scan())
+    assert {s.generator for s in samples} == {"progan", "biggan", "ldm_200"} <= set(suite.generators())
+    reasons = _reasons(suite)
+    assert reasons[str(tmp_path / "test" / "dalle3")].startswith(
+        "not one of the published test generators of forensynths")
+    assert "ProGAN alone" in reasons[str(tmp_path / "train" / "stylegan")]
+    assert "not a split folder" in reasons[str(tmp_path / "tset")]
+    assert "diffusion_datasets" in reasons[str(diffusion / "sdxl")]
+
+
+def test_drct2m_unpublished_generator_folders_are_recorded_unless_asked_for(tmp_path):
+    _drct_tree(tmp_path)
+    touch_images(tmp_path / "DRCT-2M" / "my-sd3" / "val2017", numbered("0000001", 2, ".png"))
+    suite = DRCT2M({"root": str(tmp_path)})
+    samples = list(suite.scan())
+    assert {s.generator for s in samples} == {"stable-diffusion-v1-4", "sdxl-turbo"} <= set(suite.generators())
+    assert _reasons(suite)[str(tmp_path / "DRCT-2M" / "my-sd3")].startswith(
+        "not one of the published generators of drct2m")
+    asked = DRCT2M({"root": str(tmp_path), "generators": ["my-sd3"]})
+    counts = _counts(s for s in asked.scan() if s.split == "test")
+    assert counts == {("my-sd3", "test", 0): 4, ("my-sd3", "test", 1): 2} and asked.generators() == ["my-sd3"]
+
+
+@pytest.mark.parametrize("how", ["missing", "empty"])
+def test_drct2m_split_without_reals_is_not_listed_and_says_why(tmp_path, how, caplog):
+    _drct_tree(tmp_path)
+    val = tmp_path / "MSCOCO" / "val2017"
+    for path in val.iterdir():
+        path.unlink()
+    if how == "missing":
+        val.rmdir()
+    suite = DRCT2M({"root": str(tmp_path)})
+    samples = list(suite.scan())
+    assert not [s for s in samples if s.split == "test"]  # no fake-only test set
+    assert "train" in {s.split for s in samples}
+    reasons = _reasons(suite)
+    assert "the real images of the test split" in reasons[str(val)]
+    for gen in ("stable-diffusion-v1-4", "sdxl-turbo"):
+        assert "not listed: its real images" in reasons[str(tmp_path / "DRCT-2M" / gen / "val2017")]
+    assert "val2017" in caplog.text and "cannot be scored" in caplog.text
+
+
+def test_csv_same_path_with_two_labels_is_an_error_naming_it(tmp_path):
+    touch_images(tmp_path / "imgs", ["a.png", "b.png"])
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("path,label\nimgs/a.png,0\nimgs/b.png,1\n./imgs/a.png,fake\n")
+    with pytest.raises(HarnessError) as info:
+        list(CSVSuite({"root": str(csv_path)}).scan())
+    message = str(info.value)
+    assert str(tmp_path / "imgs" / "a.png") in message and "line 4" in message and "line 2" in message
+
+
+def test_csv_repeated_row_is_listed_once_and_recorded(tmp_path):
+    touch_images(tmp_path / "imgs", ["a.png"])
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("path,label,generator\nimgs/a.png,0,g1\nimgs/a.png,0,g2\nimgs/a.png,real,g1\n")
+    suite = CSVSuite({"root": str(csv_path)})
+    samples = list(suite.scan())
+    assert [(s.generator, s.label) for s in samples] == [("g1", 0), ("g2", 0)]  # a real under two generators
+    assert suite.ignored == [(str(tmp_path / "imgs" / "a.png"),
+                              "line 4 repeats line 2 (same path, label, generator and split): listed once")]

@@ -76,11 +76,13 @@ def test_head_of_the_wrong_width_is_a_clear_error():
 def test_official_training_checkpoint_loads_head_and_visual_tower(tmp_path, tiny_clip):
     import open_clip
 
+    torch.manual_seed(0)
     det = UnivFD({"backbone": f"open_clip:{tiny_clip}", "pretrained": "none", "crop_size": 32})
-    # The official train.py saves the whole OpenAI CLIP under model.* and the head as fc.*.
-    donor = open_clip.create_model(tiny_clip, pretrained=None)
+    # The official train.py saves the whole OpenAI CLIP under model.* and the head as fc.*;
+    # OpenAI's CLIP runs QuickGELU, so the reference is built with open_clip's force_quick_gelu.
+    donor = open_clip.create_model(tiny_clip, pretrained=None, force_quick_gelu=True)
     for p in donor.parameters():
-        torch.nn.init.normal_(p, 0.0, 0.05)
+        torch.nn.init.normal_(p, 0.0, 0.3)  # large enough for GELU and QuickGELU to differ
     state = {f"model.{k}": v for k, v in donor.state_dict().items()}
     weight, bias = torch.randn(1, 48), torch.randn(1)
     state.update({"fc.weight": weight, "fc.bias": bias})
@@ -101,6 +103,21 @@ def test_official_training_checkpoint_loads_head_and_visual_tower(tmp_path, tiny
     with torch.no_grad():
         expected = donor.encode_image((x - mean) / std) @ weight[0] + bias[0]
         assert torch.allclose(det(x), expected, atol=1e-4)
+        # The same weights in a GELU tower (open_clip's default without the flag) score otherwise.
+        gelu = UnivFD({"backbone": f"open_clip:{tiny_clip}", "pretrained": "none", "crop_size": 32,
+                       "quick_gelu": False})
+        gelu.load_weights(path)
+        assert not torch.allclose(gelu(x), expected, atol=1e-3)
+
+
+def test_openai_tower_is_built_with_quick_gelu_and_provenance_says_so(tiny_clip):
+    from open_clip.transformer import QuickGELU
+
+    det = UnivFD({"backbone": f"open_clip:{tiny_clip}", "pretrained": "none", "crop_size": 32})
+    assert UnivFD.defaults["quick_gelu"] is True
+    acts = [m for m in det.backbone.modules() if isinstance(m, (QuickGELU, torch.nn.GELU))]
+    assert acts and all(isinstance(m, QuickGELU) for m in acts)
+    assert det.provenance["quick_gelu"] is True
 
 
 def test_training_checkpoint_with_mismatched_tower_names_the_keys(tmp_path, tiny_clip):
@@ -111,21 +128,70 @@ def test_training_checkpoint_with_mismatched_tower_names_the_keys(tmp_path, tiny
     state.update({"fc.weight": torch.zeros(1, 48), "fc.bias": torch.zeros(1)})
     path = tmp_path / "ckpt.pth"
     torch.save({"model": state, "optimizer": {}, "total_steps": 1}, path)
-    with pytest.raises(HarnessError, match=r"missing \['proj'\].*unexpected \['extra.weight'\]"):
+    with pytest.raises(HarnessError, match=r"missing keys \['proj'\].*unexpected keys \['extra.weight'\]"):
+        det.load_weights(path)
+    # A tower of another patch size (ViT-B/32 weights for ViT-B/16): both shapes are named.
+    state = {f"model.visual.{k}": v.clone() for k, v in det.backbone.model.state_dict().items()}
+    state["model.visual.conv1.weight"] = torch.zeros(64, 3, 16, 16)
+    state.update({"fc.weight": torch.zeros(1, 48), "fc.bias": torch.zeros(1)})
+    torch.save({"model": state, "optimizer": {}, "total_steps": 1}, path)
+    with pytest.raises(HarnessError, match=r"conv1\.weight \[64, 3, 16, 16\] != \[64, 3, 8, 8\]"):
         det.load_weights(path)
 
 
-def test_harness_checkpoint_round_trip(tmp_path):
-    det = UnivFD(SMALL)
+def test_harness_checkpoint_of_a_pretrained_backbone_holds_the_head_only(tmp_path, tiny_clip):
+    import open_clip
+
+    # A backbone from a weights file is identified by the configuration: only the head is stored.
+    weights = tmp_path / "clip.pt"
+    torch.save(open_clip.create_model(tiny_clip, pretrained=None).state_dict(), weights)
+    cfg = {"backbone": f"open_clip:{tiny_clip}", "pretrained": "none", "backbone_weights": str(weights),
+           "crop_size": 32}
+    det = UnivFD(cfg)
     torch.nn.init.normal_(det.head.weight, 0, 1.0)
     assert set(det.checkpoint_state()) == {"head.weight", "head.bias"}
     path = save_checkpoint(tmp_path / "best.safetensors", det.checkpoint_state(), det.config)
-    other = UnivFD(SMALL)
-    other.backbone.load_state_dict(det.backbone.state_dict())
+    other = UnivFD(cfg)
     other.load_weights(path)
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(other(x), det(x))
+
+
+def test_mini_checkpoint_restores_its_random_backbone_under_another_seed(tmp_path, caplog):
+    mini = UnivFD.profiles["mini"]["detector"]
+    torch.manual_seed(0)
+    det = UnivFD(mini).eval()
+    assert det.provenance["random_init"] is True
+    with torch.no_grad():
+        torch.nn.init.normal_(det.head.weight, 0, 1.0)
+    saved = det.checkpoint_state()
+    backbone_keys = {f"backbone.{k}" for k in det.backbone.model.state_dict()}
+    assert set(saved) == {"head.weight", "head.bias"} | backbone_keys
+    path = save_checkpoint(tmp_path / "best.safetensors", saved, det.config)
+
+    torch.manual_seed(1)  # another seed draws another random backbone
+    other = UnivFD(mini).eval()
+    x = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        original = det(x)
+        assert not torch.allclose(other.features(x), det.features(x))
+        other.load_weights(path)
+        assert torch.allclose(other(x), original, atol=1e-6)
+    # The feature cache sees the restored backbone as the original one.
+    assert other.feature_identity() == det.feature_identity()
+
+    # A head-only checkpoint on a random backbone still loads, with a warning.
+    head_only = save_checkpoint(tmp_path / "head.safetensors",
+                                {k: v for k, v in saved.items() if k.startswith("head.")}, det.config)
+    with caplog.at_level("WARNING"):
+        UnivFD(mini).load_weights(head_only)
+    assert "holds only the head" in caplog.text
+
+    # A stored backbone of another size is named, never a raw torch error.
+    wide = UnivFD({**mini, "tiny": {**mini["tiny"], "depth": 1}})
+    with pytest.raises(HarnessError, match=r"12 unexpected keys \['blocks\.1\."):
+        wide.load_weights(path)
 
 
 def test_unknown_checkpoint_layout_is_a_clear_error(tmp_path):

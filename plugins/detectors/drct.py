@@ -21,6 +21,33 @@ autoencoder reconstructions of its real crops, paired as fakes. On ``drct2m`` a 
 is the MSCOCO image of the same stem, and a real's pair its ``DR/MSCOCO`` reconstruction
 when that folder exists: both kinds are used. DRCT's reconstructions of fakes
 (``DR/DRCT-2M/...``) are not read.
+
+Input: official ``create_val_transforms(is_crop=True)`` = albumentations ``PadIfNeeded``
+(value 0, centred) then ``CenterCrop``. albumentations places the crop at
+``(h - size) // 2`` (floor), torchvision at ``round((h - size) / 2)``: the test policy sets
+``center_rounding="floor"``, which matters when ``h - size`` is 3 mod 4. For the CLIP variant
+the policy's ``patch_grid`` is the ViT token grid (``crop_size // patch size`` of the built
+tower: 16 for ViT-L/14 at 224), so TDE and masking cells are the model's patches.
+
+CLIP variant activation: OpenAI's CLIP was trained with QuickGELU. ``quick_gelu`` (default
+true) builds the tower with it (open_clip's ``force_quick_gelu``) also when it is built with
+``pretrained="none"`` and the OpenAI weights come from ``backbone_weights`` or an official
+DRCT-CLIP checkpoint (``model.model.visual.*``). A random-init CLIP tower is not identified by
+the configuration, so a harness checkpoint then stores it too (as it does the ConvNeXt).
+
+Training augmentation (official ``create_train_transforms(is_crop=True)``): implemented are
+JPEG (p 0.5, quality 30-100), horizontal flip, Gaussian blur (p 0.1; PIL radius U(0.5, 1.5)
+stands in for albumentations' 3-7 px kernel), RandomRotate90 (p 0.5; albumentations may draw
+a 0-degree turn, the harness always turns 90, 180 or 270), pad with 0 + RandomCrop, ToGray
+(p 0.2), each drawn once for an image and its pair. Not implemented: ``RandomScale``
+(+-50 %, p 0.2), ``GaussNoise`` (p 0.1), ``OneOf(RandomBrightnessContrast, FancyPCA,
+HueSaturationValue)`` (p 0.5), ``OneOf(CoarseDropout, GridDropout)`` (p 0.5) and
+``ShiftScaleRotate`` (shift 0.1, scale 0.2, rotate 10 degrees, p 0.5).
+
+Batch: ``train_contrastive.py`` multiplies ``--batch_size`` by the GPU count. The README's
+ConvNeXt-B run is 64 x 2 GPUs = 128 (``training["batch_size"]``); its CLIP run is 256 per GPU
+x 2 GPUs = 512, while ``training`` keeps 128 for both variants (set ``train.batch_size=512``
+for the CLIP recipe).
 """
 
 from __future__ import annotations
@@ -36,7 +63,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from harness import hookimpl
-from harness.backbones import IMAGENET_MEAN, IMAGENET_STD, load_open_clip_visual
+from harness.backbones import IMAGENET_MEAN, IMAGENET_STD, check_state_fits, load_open_clip_visual, state_mismatch
 from harness.checkpoints import load_state, strip_prefix
 from harness.detector import Detector, InputPolicy, apply_policy
 from harness.errors import HarnessError
@@ -161,16 +188,16 @@ def _timm_convnext(config: dict[str, Any], embedding_size: int) -> nn.Module:
 
         path = Path(weights)
         state = strip_prefix(load_state(path), "module.")
-        state = checkpoint_filter_fn(state, model)  # also reads Facebook's original key names
+        try:
+            state = checkpoint_filter_fn(state, model)  # also reads Facebook's original key names
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise HarnessError(f"backbone weights {path} do not fit timm {name}: {exc}") from None
         # The ImageNet classifier is replaced by DRCT's embedding layer.
         state = {k: v for k, v in state.items() if not k.startswith("head.fc.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("head.fc.")]
-        if missing or unexpected:
-            raise HarnessError(
-                f"backbone weights {path} do not fit timm {name}: missing keys {missing[:5]}, "
-                f"unexpected keys {list(unexpected)[:5]}"
-            )
+        # Names and shapes first (a bare load_state_dict raises a RuntimeError on a shape).
+        check_state_fits(model.state_dict(), state, path, f"timm {name}",
+                         allow_missing=lambda k: k.startswith("head.fc."))
+        model.load_state_dict(state, strict=False)
     else:
         log.warning("DRCT backbone timm:%s is randomly initialised (asked for explicitly)", name)
     return model
@@ -196,6 +223,8 @@ class DRCT(Detector):
         "clip_model": "ViT-L-14",
         # Local backbone weights (timm ConvNeXt or CLIP state dict): no hub download.
         "backbone_weights": None,
+        # CLIP variant: build the tower with QuickGELU, as OpenAI CLIP was trained.
+        "quick_gelu": True,
         "freeze_clip": True,
         "embedding_size": 1024,
         "crop_size": 224,
@@ -249,10 +278,11 @@ class DRCT(Detector):
         elif variant == "clip":
             pretrained = cfg.get("pretrained")
             pretrained = "openai" if pretrained == "default" else pretrained
-            visual, dim, _ = load_open_clip_visual(
+            visual, dim, facts = load_open_clip_visual(
                 str(cfg["clip_model"]), pretrained=pretrained, weights=cfg.get("backbone_weights"),
-                image_size=int(cfg["crop_size"]),
+                image_size=int(cfg["crop_size"]), quick_gelu=cfg.get("quick_gelu"),
             )
+            self._clip_facts = facts
             self.model = _ClipEmbedder(visual, dim, embedding, frozen=bool(cfg["freeze_clip"]))
         else:
             raise HarnessError(f"unknown DRCT variant '{variant}': use 'convnext' or 'clip'")
@@ -267,19 +297,24 @@ class DRCT(Detector):
         if tag == "default":
             tag = "openai" if clip else "fb_in22k"
         weights = cfg.get("backbone_weights")
-        return {"family": "open_clip" if clip else "timm", "name": cfg["clip_model"] if clip else cfg["convnext"],
+        prov = {"family": "open_clip" if clip else "timm", "name": cfg["clip_model"] if clip else cfg["convnext"],
                 "pretrained": None if (weights or tag in _RANDOM) else tag, "weights": weights,
                 "random_init": weights is None and tag in _RANDOM}
+        if clip:
+            prov["quick_gelu"] = bool(self._clip_facts.provenance["quick_gelu"])
+        return prov
 
     # -- input ---------------------------------------------------------------------------------
     def input_policy(self, train: bool = False) -> InputPolicy:
         size = int(self.config["crop_size"])
-        # DRCT normalises with ImageNet statistics for both variants.
+        # The CLIP tower's token grid, read from the built model (16 for ViT-L/14 at 224).
+        grid = size // int(self._clip_facts.patch_size) if self.config["variant"] == "clip" else None
+        # DRCT normalises with ImageNet statistics for both variants; albumentations' CenterCrop floors.
         return InputPolicy(
             geometry="center_crop", size=size, pad_value=0, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-            flip=train,
+            flip=train, patch_grid=grid, center_rounding="floor",
             description=("pad to crop_size (0), RandomCrop, flip, JPEG/rot90/blur/grey augmentation" if train
-                         else "pad to crop_size with 0, CenterCrop"),
+                         else "pad to crop_size with 0 (centred), CenterCrop (albumentations: floor)"),
         )
 
     def preprocess(self, images, *, train: bool = False, generator: torch.Generator | None = None):
@@ -325,12 +360,14 @@ class DRCT(Detector):
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _frozen_prefix(self) -> str | None:
-        if self.config["variant"] == "clip" and self.config["freeze_clip"]:
+        # A frozen pretrained CLIP tower is identified by the configuration; a random-init one
+        # is not (another seed draws another tower), so it is stored like a trained one.
+        if self.config["variant"] == "clip" and self.config["freeze_clip"] and not self.provenance["random_init"]:
             return "model.model.visual."
         return None
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
-        # A frozen CLIP tower is identified by the configuration; store only what is trained.
+        # A frozen pretrained CLIP tower is identified by the configuration; store only what is trained.
         frozen = self._frozen_prefix()
         return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
                 if frozen is None or not k.startswith(frozen)}
@@ -353,10 +390,7 @@ class DRCT(Detector):
         if frozen and not any(k.startswith(frozen) for k in state):
             # A harness checkpoint of the frozen-CLIP variant: the tower comes from the configuration.
             expected = {k for k in expected if not k.startswith(frozen)}
-        missing = sorted(expected - set(state))
-        unexpected = sorted(set(state) - set(own))
-        wrong = sorted(f"{k} {list(state[k].shape)} != {list(own[k].shape)}" for k in expected & set(state)
-                       if tuple(state[k].shape) != tuple(own[k].shape))
+        missing, unexpected, wrong = state_mismatch(own, state, allow_missing=lambda k: k not in expected)
         if missing or unexpected or wrong:
             raise HarnessError(
                 f"checkpoint {path} does not fit DRCT variant '{self.config['variant']}' "

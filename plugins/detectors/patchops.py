@@ -9,8 +9,9 @@
   once; :func:`content_generator` seeds test-time draws from the image bytes and a seed.
 - :func:`tile` (row-major patch grids) and :func:`srm30_kernels` (PatchCraft's 30 filters).
 - :class:`DWT2`: a one-level 2-D wavelet transform equal to ``pywt.dwt2`` (symmetric mode).
-- Torchvision-named ResNets with an optional ImageNet initialisation, and checkpoint helpers
-  that unwrap official containers and name every mismatching key.
+- Torchvision-named ResNets with an optional ImageNet initialisation, their provenance, and
+  checkpoint helpers that unwrap official containers and name every mismatching key.
+- :func:`blur_jpeg`: CNNSpot's blur / JPEG training augmentation on decoded images.
 """
 
 from __future__ import annotations
@@ -311,6 +312,70 @@ def load_imagenet_resnet(resnet: nn.Module, arch: str, pretrained, weights_path)
         )
     resnet.load_state_dict(state, strict=False)  # strict apart from the head, checked above
     return {**resnet_provenance(arch), "pretrained": "imagenet", "random_init": False, **source}
+
+
+def loaded_resnet_provenance(arch: str, path) -> dict:
+    """Provenance of a model whose ResNet came whole from the checkpoint ``path`` (official or harness).
+
+    The keys of :func:`resnet_provenance`, with ``weights`` / ``weights_sha256`` naming the file.
+    A harness checkpoint's JSON sidecar records the backbone it was trained from; its root (where
+    the backbone started before any harness training: ImageNet, random, an official file) is kept
+    as ``init``, the same after any number of resumes.
+    """
+    import json
+    from pathlib import Path
+
+    from harness.checkpoints import sha256_file
+
+    path = Path(path)
+    prov = {**resnet_provenance(arch), "random_init": False, "weights": str(path), "weights_sha256": sha256_file(path)}
+    sidecar = path.with_suffix(".json")
+    if path.suffix == ".safetensors" and sidecar.is_file():
+        try:
+            backbone = json.loads(sidecar.read_text()).get("backbone")
+        except (OSError, ValueError, AttributeError):
+            backbone = None
+        if isinstance(backbone, dict):
+            prov["init"] = backbone.get("init") or backbone
+    return prov
+
+
+def blur_jpeg(
+    images: list[Image.Image], generator: torch.Generator | None, *, blur_prob: float, blur_sigma, jpeg_prob: float,
+    jpeg_quality,
+) -> list[Image.Image]:
+    """CNNSpot's training augmentation (``data_augment`` of AIGCDetectBenchmark), one draw for all images.
+
+    With probability ``blur_prob``: Gaussian blur, sigma ~ U(``blur_sigma``), by
+    ``scipy.ndimage.gaussian_filter`` on each 8-bit channel as the official code; then with
+    probability ``jpeg_prob``: a JPEG round trip at a quality drawn uniformly from the integers
+    of ``jpeg_quality`` (PIL's encoder; the official code also picks OpenCV's half the time).
+    A probability of 0 draws nothing from ``generator``.
+    """
+    import io
+
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    def happens(p: float) -> bool:
+        return float(p) > 0 and float(torch.rand((), generator=generator)) < float(p)
+
+    if happens(blur_prob):
+        lo, hi = (float(s) for s in blur_sigma)
+        sigma = lo + (hi - lo) * float(torch.rand((), generator=generator))
+        images = [Image.fromarray(gaussian_filter(np.array(img), sigma=(sigma, sigma, 0))) for img in images]
+    if happens(jpeg_prob):
+        lo, hi = (int(q) for q in jpeg_quality)
+        quality = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+        out = []
+        for img in images:
+            buffer = io.BytesIO()
+            img.save(buffer, format="JPEG", quality=quality)
+            buffer.seek(0)
+            with Image.open(buffer) as decoded:
+                out.append(decoded.convert("RGB"))
+        images = out
+    return images
 
 
 def official_state(path, detector_name: str, wrappers: tuple[str, ...] = ("state_dict", "model")) -> dict:

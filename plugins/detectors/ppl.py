@@ -28,6 +28,9 @@ Configuration (``[detector]``), the ablation switches of Table 4 first:
 - ``backbone``: ``open_clip:ViT-L-14`` (default), ``timm:vit_large_patch14_dinov2.lvd142m``, ``tiny``, ...
 - ``pretrained``: ``default`` (hub: OpenAI CLIP weights), an open_clip tag, or ``none`` (random, recorded);
   ``backbone_weights``: a local weights file instead of the hub.
+- ``quick_gelu``: open_clip towers only. None (default) follows the weights' tag (``openai``
+  is QuickGELU); set true when ``backbone_weights`` holds OpenAI CLIP weights with
+  ``pretrained = none``, or the tower computes with the wrong activation.
 - ``image_size`` (224), ``tiny`` (sizes of the tiny ViT: patch_size, embed_dim, depth, num_heads).
 - ``lora_rank`` (8), ``lora_alpha`` (16), ``lora_dropout`` (0), ``lora_targets`` (default: the
   family's attention + MLP projections, see ``harness.backbones.LORA_TARGETS``).
@@ -150,6 +153,7 @@ class PPL(Detector):
         "backbone": "open_clip:ViT-L-14",
         "pretrained": "default",
         "backbone_weights": None,
+        "quick_gelu": None,
         "image_size": 224,
         "tiny": {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2},
         "lora": True,
@@ -188,7 +192,7 @@ class PPL(Detector):
         cfg = self.config
         self.backbone = build_vit(
             cfg["backbone"], pretrained=cfg["pretrained"], weights=cfg["backbone_weights"],
-            image_size=int(cfg["image_size"]), tiny=cfg.get("tiny"),
+            image_size=int(cfg["image_size"]), tiny=cfg.get("tiny"), quick_gelu=cfg["quick_gelu"],
         )
         self.facts = self.backbone.facts
         if self.facts.image_size % self.facts.patch_size:

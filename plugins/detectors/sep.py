@@ -37,6 +37,7 @@ from plugins.detectors.patchops import (
     content_generator,
     load_exact,
     load_imagenet_resnet,
+    loaded_resnet_provenance,
     official_state,
     resnet_provenance,
     to_uint8_tensor,
@@ -159,6 +160,7 @@ def _frequency_stem() -> nn.Sequential:
 class SEP(Detector):
     name = "sep"
     channels_last = True
+    spatial_input = False  # two views at different scales: a plane mask hits unrelated regions of both
     description = (
         "Single exposed patch: least complex of 256 random 32px crops (64 in training) -> SRM-guided "
         "bidirectional spatial attention -> 512px; DWT (bior1.3) frequency branch of a 256px centre crop -> "
@@ -215,8 +217,10 @@ class SEP(Detector):
         self.dwt_piex = GroupedDilatedEnhancer(64, 3, groups=int(c["enhancer_groups"]), lambda_val=float(c["lambda"]))
         self.disc = build_resnet(c["arch"], num_classes=2)
         self.wavelet = DWT2(c["wavelet"])
-        # Random until training starts (configure_optimizer loads the ImageNet init there).
+        # Random until weights are loaded or training starts (configure_optimizer loads the
+        # ImageNet init there unless load_weights came first).
         self.provenance: dict[str, Any] = resnet_provenance(c["arch"])
+        self.weights_loaded = False
 
     def input_policy(self, train: bool = False) -> InputPolicy:
         c = self.config
@@ -283,11 +287,15 @@ class SEP(Detector):
     def load_weights(self, path) -> None:
         """The official ``state_dict`` (``torch.save(model.state_dict())``) or a harness checkpoint."""
         load_exact(self, official_state(path, self.name), path, self.name)
+        self.provenance = loaded_resnet_provenance(self.config["arch"], path)
+        self.weights_loaded = True
 
     def configure_optimizer(self, params, train_config: dict[str, Any]) -> torch.optim.Optimizer:
         c = self.config
-        # ImageNet init for the ResNet at the start of training only (evaluation needs no download).
-        self.provenance = load_imagenet_resnet(self.disc, c["arch"], c["pretrained"], c["backbone_weights"])
+        # ImageNet init for the ResNet at the start of training only (evaluation needs no download),
+        # and only when no weights were loaded before (--weights): those win.
+        if not self.weights_loaded:
+            self.provenance = load_imagenet_resnet(self.disc, c["arch"], c["pretrained"], c["backbone_weights"])
         return torch.optim.AdamW(
             params, lr=float(train_config.get("lr", 1e-3)), weight_decay=float(train_config.get("weight_decay", 0.0))
         )

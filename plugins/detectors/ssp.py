@@ -27,6 +27,7 @@ from plugins.detectors.patchops import (
     crop_many,
     load_exact,
     load_imagenet_resnet,
+    loaded_resnet_provenance,
     official_state,
     resnet_provenance,
     ranked_crops,
@@ -88,8 +89,10 @@ class SSP(Detector):
             raise HarnessError("ssp: patch_size must be at least 2 and candidates at least 1")
         self.srm = SRM()
         self.disc = build_resnet(c["arch"], num_classes=1)
-        # Random until training starts (configure_optimizer loads the ImageNet init there).
+        # Random until weights are loaded or training starts (configure_optimizer loads the
+        # ImageNet init there unless load_weights came first).
         self.provenance: dict[str, Any] = resnet_provenance(c["arch"])
+        self.weights_loaded = False
 
     def input_policy(self, train: bool = False) -> InputPolicy:
         c = self.config
@@ -129,12 +132,15 @@ class SSP(Detector):
     def load_weights(self, path) -> None:
         """Official ``state_dict`` (321 keys ``srm.kernel``, ``disc.*``) or a harness checkpoint: same keys."""
         load_exact(self, official_state(path, self.name), path, self.name)
+        self.provenance = loaded_resnet_provenance(self.config["arch"], path)
+        self.weights_loaded = True
 
     def configure_optimizer(self, params, train_config: dict[str, Any]) -> torch.optim.Optimizer:
         # The recipe starts from ImageNet weights; loading them here keeps evaluation of a
-        # finished checkpoint free of any download.
+        # finished checkpoint free of any download. Weights loaded before (--weights) win.
         c = self.config
-        self.provenance = load_imagenet_resnet(self.disc, c["arch"], c["pretrained"], c["backbone_weights"])
+        if not self.weights_loaded:
+            self.provenance = load_imagenet_resnet(self.disc, c["arch"], c["pretrained"], c["backbone_weights"])
         return torch.optim.Adam(params, lr=float(train_config.get("lr", 1e-4)))
 
 

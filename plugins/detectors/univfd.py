@@ -8,13 +8,41 @@ any open_clip model, or the ``tiny`` random-init ViT for tests and the mini prof
 The backbone is frozen, so its features are cached (:mod:`harness.feature_cache`):
 training the head and re-scoring read stored features instead of running CLIP again.
 
+Activation: OpenAI's CLIP was trained with QuickGELU. ``quick_gelu`` (default true) builds an
+open_clip tower with QuickGELU (open_clip's ``force_quick_gelu``) whatever ``pretrained`` says,
+so that a tower built with ``pretrained="none"`` that receives OpenAI weights later (a local
+``backbone_weights`` file, the ``model.visual.*`` of an official training checkpoint) computes
+OpenAI CLIP's features. Set it to false only for an open_clip model whose weights were
+trained with GELU (e.g. a LAION tag: a contradiction with a hub tag is refused). It does not
+apply to timm or ``tiny`` backbones (always GELU). Provenance records the activation built.
+
 Checkpoints accepted by :meth:`UnivFD.load_weights`:
 
 - the official head file ``pretrained_weights/fc_weights.pth`` = ``{'weight': [1, 768], 'bias': [1]}``;
 - the official training checkpoint ``{'model': state_dict, 'optimizer': ..., 'total_steps': ...}``
   (``model.*`` = the whole OpenAI CLIP, ``fc.*`` = the head): the head is loaded, and the
   ``model.visual.*`` weights replace the backbone's (the text tower is not used);
-- a harness checkpoint (``head.weight``, ``head.bias``).
+- a harness checkpoint (``head.weight``, ``head.bias``). When the backbone is randomly
+  initialised (the ``mini`` profile, ``pretrained="none"`` without a weights file) the
+  configuration does not identify it, so the checkpoint also holds its tensors
+  (``backbone.*``) and loading restores them: the logits are the trained ones whatever seed
+  built the detector. With a pretrained backbone only the head is stored.
+
+Differences from the official recipe (train.py / options at 76a0e3e):
+
+- With the default ``cache_features = true`` the head is trained on cached frozen features
+  (:func:`harness.feature_cache.train_head`): those are the features of the *test* input
+  policy (no resize to ``resize_to``, CenterCrop ``crop_size``, no flip and no blur/JPEG
+  augmentation), so a training image smaller than ``crop_size`` is zero-padded instead of
+  being resized to 256 first, and every epoch sees the same crop. The schedule there is the
+  official one: no gain in validation accuracy for ``patience`` epochs -> lr / 10, stop
+  below ``min_lr``.
+- With ``cache_features = false`` training goes through the backbone with the official
+  augmentations (resize, blur/JPEG, RandomCrop, flip), but in the generic engine
+  (:mod:`harness.training`): its schedule (cosine by default, per step) replaces
+  "patience 5 then lr / 10 down to 1e-6", ``min_lr`` is not read, and ``patience`` there
+  stops training after that many epochs without a better validation score (AUC by
+  default) instead of lowering the learning rate.
 """
 
 from __future__ import annotations
@@ -29,7 +57,7 @@ from PIL import Image, ImageFilter
 from torch import nn
 
 from harness import hookimpl
-from harness.backbones import build_vit
+from harness.backbones import build_vit, check_state_fits
 from harness.checkpoints import load_state, state_digest, strip_prefix
 from harness.detector import Detector, InputPolicy, apply_policy
 from harness.errors import HarnessError
@@ -70,6 +98,8 @@ class UnivFD(Detector):
         "pretrained": "openai",
         # Local backbone weights (safetensors or a torch state dict): no hub download.
         "backbone_weights": None,
+        # Build an open_clip tower with QuickGELU, as OpenAI CLIP was trained (ignored by timm / tiny).
+        "quick_gelu": True,
         # Sizes of the ``tiny`` backbone (img_size comes from crop_size).
         "tiny": {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2},
         "crop_size": 224,
@@ -119,6 +149,7 @@ class UnivFD(Detector):
             weights=cfg.get("backbone_weights"),
             image_size=int(cfg["crop_size"]),
             tiny=cfg.get("tiny"),
+            quick_gelu=cfg.get("quick_gelu"),
         )
         self.backbone.requires_grad_(False)
         self.backbone.eval()
@@ -129,7 +160,7 @@ class UnivFD(Detector):
     @property
     def provenance(self) -> dict[str, Any]:
         """Where the frozen backbone's weights came from (recorded by the training engine)."""
-        return self.backbone.provenance
+        return self.backbone.facts.provenance
 
     # -- input ---------------------------------------------------------------------------------
     def input_policy(self, train: bool = False) -> InputPolicy:
@@ -179,11 +210,19 @@ class UnivFD(Detector):
         return {"backbone": self.config["backbone"], "sha256": state_digest(self.backbone)}
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def checkpoint_state(self) -> dict[str, torch.Tensor]:
-        # The backbone is frozen and identified by the configuration; only the head is trained.
-        return {f"head.{k}": v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+    def _random_backbone(self) -> bool:
+        return bool(self.backbone.facts.provenance.get("random_init"))
 
-    def _load_head(self, weight, bias, path) -> None:
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        # Only the head is trained. A pretrained backbone is identified by the configuration;
+        # a random-init one is not (another seed draws another one), so its tensors go along.
+        state = {f"head.{k}": v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        if self._random_backbone():
+            state.update({f"backbone.{k}": v.detach().cpu().contiguous()
+                          for k, v in self.backbone.model.state_dict().items()})
+        return state
+
+    def _check_head(self, weight, bias, path) -> None:
         if not isinstance(weight, torch.Tensor) or not isinstance(bias, torch.Tensor):
             raise HarnessError(f"checkpoint {path}: the head weight and bias must be tensors")
         if tuple(weight.shape) != (1, self.feature_dim) or tuple(bias.shape) != (1,):
@@ -192,21 +231,16 @@ class UnivFD(Detector):
                 f"but backbone '{self.config['backbone']}' gives {self.feature_dim}-d features, so the head must be "
                 f"weight [1, {self.feature_dim}] and bias [1] (the official fc_weights.pth is for ViT-L-14, 768-d)"
             )
+
+    def _load_head(self, weight, bias, path) -> None:
+        self._check_head(weight, bias, path)
         with torch.no_grad():
             self.head.weight.copy_(weight.to(self.head.weight.dtype))
             self.head.bias.copy_(bias.to(self.head.bias.dtype))
 
-    def _load_visual(self, visual: dict[str, torch.Tensor], path) -> None:
+    def _load_visual(self, visual: dict[str, torch.Tensor], path, what: str) -> None:
         tower = self.backbone.model
-        own = tower.state_dict()
-        missing = sorted(set(own) - set(visual))
-        unexpected = sorted(set(visual) - set(own))
-        wrong = sorted(k for k in set(own) & set(visual) if tuple(own[k].shape) != tuple(visual[k].shape))
-        if missing or unexpected or wrong:
-            raise HarnessError(
-                f"the CLIP visual weights in {path} (model.visual.*) do not fit backbone '{self.config['backbone']}': "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong[:5]}"
-            )
+        check_state_fits(tower.state_dict(), visual, path, f"UnivFD backbone '{self.config['backbone']}' ({what})")
         tower.load_state_dict(visual, strict=True)
 
     def load_weights(self, path: str | Path) -> None:
@@ -220,10 +254,22 @@ class UnivFD(Detector):
             self._load_head(state["weight"], state["bias"], path)
         elif "fc.weight" in state and "fc.bias" in state:  # the official model's state dict
             visual = {k[len("model.visual."):]: v for k, v in state.items() if k.startswith("model.visual.")}
+            self._check_head(state["fc.weight"], state["fc.bias"], path)  # before anything is replaced
             if visual:
-                self._load_visual(visual, path)
+                self._load_visual(visual, path, "the CLIP visual weights model.visual.*")
             self._load_head(state["fc.weight"], state["fc.bias"], path)
         elif "head.weight" in state and "head.bias" in state:  # harness checkpoint
+            backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+            other = sorted(set(state) - {"head.weight", "head.bias"} - {f"backbone.{k}" for k in backbone})
+            if other:
+                raise HarnessError(f"checkpoint {path}: unexpected keys {other[:6]} in a UnivFD harness checkpoint")
+            self._check_head(state["head.weight"], state["head.bias"], path)  # before anything is replaced
+            if backbone:  # saved from a random-init backbone: restore it
+                self._load_visual(backbone, path, "the stored random-init backbone backbone.*")
+            elif self._random_backbone():
+                log.warning(
+                    "checkpoint %s holds only the head, but this detector's backbone is randomly initialised: "
+                    "the head was trained on another backbone unless the seed and configuration are the same", path)
             self._load_head(state["head.weight"], state["head.bias"], path)
         else:
             raise HarnessError(

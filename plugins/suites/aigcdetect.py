@@ -6,7 +6,7 @@ from typing import Iterator
 
 from harness import hookimpl
 from harness.suite import FAKE, REAL, Sample
-from plugins.suites._layout import TreeSuite, find_class_groups, subdirs
+from plugins.suites._layout import TreeSuite, published_name
 
 GENERATORS = ["progan", "stylegan", "biggan", "cyclegan", "stargan", "gaugan", "stylegan2", "whichfaceisreal",
               "ADM", "Glide", "Midjourney", "stable_diffusion_v_1_4", "stable_diffusion_v_1_5", "VQDM", "wukong",
@@ -28,18 +28,31 @@ class AIGCDetect(TreeSuite):
         return ["test"]
 
     def scan(self) -> Iterator[Sample]:
-        self.ignored = []
+        """Generator folders are matched to the published names without regard to case and
+        listed under the published name; any other folder is recorded in ``ignored``, not
+        listed: this suite reproduces the published table (the folder suite reads any
+        ``<generator>/[<class>/]{0_real,1_fake}`` tree)."""
+        self.begin_scan()
         root = self.root_path()
         by_generator: dict[str, list] = {}
-        for gen_dir in subdirs(root):
-            groups = find_class_groups(gen_dir, max_depth=2)
+        for gen_dir in self.subdirs(root):
+            generator = published_name(gen_dir.name, GENERATORS)
+            if generator is None:
+                self.ignore(gen_dir, f"not one of the published generators of {self.name} ({', '.join(GENERATORS)}); "
+                                     f"the folder suite reads any <generator>/{{0_real,1_fake}} tree")
+                continue
+            if generator in by_generator:
+                self.ignore(gen_dir, f"a second folder for generator {generator} (names differ only in case)")
+                continue
+            groups = self.class_groups(gen_dir, max_depth=2)
             if groups:
-                by_generator[gen_dir.name] = [classes for _, classes in groups]
+                by_generator[generator] = [classes for _, classes in groups]
             else:
-                self.ignored.append((str(gen_dir), "folder without {0_real,1_fake} inside"))
+                self.ignore(gen_dir, "folder without {0_real,1_fake} inside")
         if not by_generator:
-            raise self.layout_error(root, "no <generator>/[<class>/]{0_real,1_fake} folders")
-        order = sorted(by_generator, key=lambda g: (GENERATORS.index(g) if g in GENERATORS else len(GENERATORS), g))
+            raise self.layout_error(root, "no <generator>/[<class>/]{0_real,1_fake} folders with a published "
+                                          "generator name")
+        order = sorted(by_generator, key=GENERATORS.index)
         for generator in order:
             for classes in by_generator[generator]:
                 for label in (REAL, FAKE):

@@ -6,7 +6,7 @@ from typing import Iterator
 
 from harness import hookimpl
 from harness.suite import FAKE, REAL, Sample
-from plugins.suites._layout import TreeSuite, child_dir, label_dirs
+from plugins.suites._layout import TreeSuite, label_dirs, split_children
 
 
 class Chameleon(TreeSuite):
@@ -24,19 +24,19 @@ class Chameleon(TreeSuite):
         return ["test"]
 
     def scan(self) -> Iterator[Sample]:
-        self.ignored = []
+        self.begin_scan()
         root = self.root_path()
-        folders = []
-        for split in ("train", "test"):
-            folder = child_dir(root, split)
-            if folder is not None and label_dirs(folder):
-                folders.append((split, folder))
-        if not folders and label_dirs(root):
-            folders.append(("test", root))
-        if not folders:
+        names = {"train": "train", "test": "test"}
+        if any(label_dirs(folder) for folder in split_children(root, names, self.name).values()):
+            folders = list(self.split_children(root, names).items())
+        elif label_dirs(root):  # the root is the test folder itself
+            folders = [("test", root)]
+        else:
             raise self.layout_error(root, "no test/{0_real,1_fake} folders")
         for split, folder in folders:
-            classes = label_dirs(folder)
+            classes = self.label_dirs(folder)
+            if not classes:
+                self.ignore(folder, "folder without {0_real,1_fake} inside")
             for label in (REAL, FAKE):
                 for class_dir in classes.get(label, []):
                     for path in self.images(class_dir):

@@ -14,6 +14,7 @@ from plugins.suites._layout import TreeSuite
 
 LABELS = {"0": REAL, "1": FAKE, "real": REAL, "fake": FAKE, "0_real": REAL, "1_fake": FAKE, "nature": REAL, "ai": FAKE}
 SPLITS = ("train", "val", "test")
+_NAMES = {REAL: "real", FAKE: "fake"}
 
 
 class CSVSuite(TreeSuite):
@@ -43,12 +44,15 @@ class CSVSuite(TreeSuite):
         return self.listed_generators()
 
     def scan(self) -> Iterator[Sample]:
-        self.ignored = []
+        self.begin_scan()
         path = self.root_path()
         base = path.parent
         default_generator = self.config.get("generator") or path.stem
         default_split = self.config.get("split") or "test"
         samples, problems = [], []
+        # path -> (line, label) of its first row; (path, generator, split) -> line of its first row
+        first_label: dict[str, tuple[int, int]] = {}
+        first_row: dict[tuple[str, str, str], int] = {}
         try:
             with path.open(newline="", encoding="utf-8-sig") as fh:
                 reader = csv.DictReader(fh)
@@ -70,10 +74,20 @@ class CSVSuite(TreeSuite):
                         problems.append(f"line {line}: split '{split}' is not one of {', '.join(SPLITS)}")
                         continue
                     pair = (row.get("pair") or "").strip()
-                    samples.append(Sample(
-                        str((base / raw_path).resolve()), label,
-                        (row.get("generator") or "").strip() or default_generator, split,
-                        str((base / pair).resolve()) if pair else None))
+                    image = str((base / raw_path).resolve())
+                    generator = (row.get("generator") or "").strip() or default_generator
+                    seen_line, seen_label = first_label.setdefault(image, (line, label))
+                    if seen_label != label:
+                        problems.append(f"line {line}: {image} is listed as {_NAMES[label]} here but as "
+                                        f"{_NAMES[seen_label]} on line {seen_line}")
+                        continue
+                    repeat = first_row.setdefault((image, generator, split), line)
+                    if repeat != line:
+                        self.ignore(image, f"line {line} repeats line {repeat} (same path, label, generator "
+                                           f"and split): listed once")
+                        continue
+                    samples.append(Sample(image, label, generator, split,
+                                          str((base / pair).resolve()) if pair else None))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise HarnessError(f"suite 'csv': cannot read {path}: {exc}") from None
         if problems:

@@ -8,7 +8,7 @@ from typing import Iterator
 
 from harness import hookimpl
 from harness.suite import FAKE, REAL, Sample
-from plugins.suites._layout import TreeSuite, child_dir, find_class_groups, label_dirs, subdirs
+from plugins.suites._layout import TreeSuite, published_name
 
 TEST_GENERATORS = ["progan", "stylegan", "biggan", "cyclegan", "stargan", "gaugan", "crn", "imle", "seeingdark",
                    "san", "deepfake", "stylegan2", "whichfaceisreal"]
@@ -33,47 +33,80 @@ class ForenSynths(TreeSuite):
         return TEST_GENERATORS + list(DIFFUSION_REALS)
 
     def scan(self) -> Iterator[Sample]:
-        self.ignored = []
+        """Test generator folders are matched to the published names without regard to case
+        and listed under the published name; other folders are recorded in ``ignored``."""
+        self.begin_scan()
         root = self.root_path()
         found = False
         classes_wanted = self.config.get("classes")
+        top = self.split_children(root, {"train": "train", "val": "val", "test": "test",
+                                         "diffusion_datasets": "diffusion_datasets"})
         for split in ("train", "val"):
-            progan = child_dir(root, split)
-            progan = child_dir(progan, "progan") if progan is not None else None
+            split_dir = top.get(split)
+            if split_dir is None:
+                continue
+            progan = None
+            for child in self.subdirs(split_dir):
+                if child.name.lower() == "progan" and progan is None:
+                    progan = child
+                else:
+                    self.ignore(child, f"{self.name} trains on ProGAN alone: only {split}/progan/ is read")
             if progan is None:
                 continue
-            for class_dir in subdirs(progan):
-                if classes_wanted and class_dir.name not in classes_wanted:
+            for parts, classes in self.class_groups(progan, max_depth=1):
+                if classes_wanted and parts and parts[0] not in classes_wanted:
                     continue
                 found = True
-                yield from self._samples(label_dirs(class_dir), "progan", split)
-        test = child_dir(root, "test")
+                yield from self._samples(classes, "progan", split)
+        test = top.get("test")
         if test is not None:
-            gen_dirs = sorted(subdirs(test), key=lambda d: (TEST_GENERATORS.index(d.name)
-                                                            if d.name in TEST_GENERATORS else 99, d.name))
-            for gen_dir in gen_dirs:
-                groups = find_class_groups(gen_dir, max_depth=2)
+            by_generator: dict[str, Path] = {}
+            for gen_dir in self.subdirs(test):
+                generator = published_name(gen_dir.name, TEST_GENERATORS)
+                if generator is None:
+                    self.ignore(gen_dir, f"not one of the published test generators of {self.name} "
+                                         f"({', '.join(TEST_GENERATORS)}); the folder suite reads any "
+                                         f"<generator>/{{0_real,1_fake}} tree")
+                elif generator in by_generator:
+                    self.ignore(gen_dir, f"a second folder for generator {generator} (names differ only in case)")
+                else:
+                    by_generator[generator] = gen_dir
+            for generator in sorted(by_generator, key=TEST_GENERATORS.index):
+                gen_dir = by_generator[generator]
+                groups = self.class_groups(gen_dir, max_depth=2)
                 if not groups:
-                    self.ignored.append((str(gen_dir), "folder without {0_real,1_fake} inside"))
+                    self.ignore(gen_dir, "folder without {0_real,1_fake} inside")
                 for _, classes in groups:
                     found = True
-                    yield from self._samples(classes, gen_dir.name, "test")
-        diffusion = self.config.get("diffusion_root") or (root / "diffusion_datasets")
-        diffusion = Path(diffusion)
+                    yield from self._samples(classes, generator, "test")
+        diffusion = Path(self.config.get("diffusion_root") or (root / "diffusion_datasets"))
         if diffusion.is_dir():
+            sets = {name: name for name in list(DIFFUSION_REALS) + sorted(set(DIFFUSION_REALS.values()))}
+            present = self.split_children(diffusion, sets, "UnivFD's diffusion_datasets", kind="set")
             for fake_name, real_name in DIFFUSION_REALS.items():
-                fake_dir, real_dir = child_dir(diffusion, fake_name), child_dir(diffusion, real_name)
+                fake_dir, real_dir = present.get(fake_name), present.get(real_name)
                 if fake_dir is None:
                     continue
                 if real_dir is None:
                     raise self.layout_error(root, f"{fake_dir} needs its real folder '{real_name}' beside it",
                                             diffusion)
                 found = True
-                yield from self._samples({REAL: label_dirs(real_dir).get(REAL, []),
-                                          FAKE: label_dirs(fake_dir).get(FAKE, [])}, fake_name, "test")
+                reals = self._one_class(real_dir, REAL, "a real set")
+                fakes = self._one_class(fake_dir, FAKE, "a fake set")
+                yield from self._samples({REAL: reals, FAKE: fakes}, fake_name, "test")
         if not found:
             raise self.layout_error(root, "neither train/progan/<class>/{0_real,1_fake} nor "
                                           "test/<generator>/{0_real,1_fake} folders")
+
+    def _one_class(self, folder: Path, label: int, what: str) -> list[Path]:
+        """The ``label`` class folders of one of UnivFD's diffusion sets; the other class is recorded."""
+        classes = self.label_dirs(folder)
+        for other in classes.get(1 - label, []):
+            self.ignore(other, f"{folder.name} is {what} of UnivFD's diffusion_datasets: "
+                               f"this class folder is not read")
+        if not classes.get(label):
+            self.ignore(folder, f"no {'0_real' if label == REAL else '1_fake'} folder inside")
+        return classes.get(label, [])
 
     def _samples(self, classes: dict[int, list[Path]], generator: str, split: str) -> Iterator[Sample]:
         for label in (REAL, FAKE):

@@ -45,14 +45,26 @@ class GenImage(TreeSuite):
             return list(GENERATORS)
 
     def _generator_folders(self, root: Path, record: bool = False) -> list[tuple[str, list[Path]]]:
-        """(generator, [folders holding train/ and val/]) in table order: known names first."""
+        """(generator, [folders holding train/ and val/]) in table order: known names first.
+
+        ``record``: folders that are not read go to ``ignored`` (during a scan).
+        """
+        ls = self.subdirs if record else subdirs
         found = []
-        for gen_dir in subdirs(root):
-            bases = [gen_dir] if _has_split_dirs(gen_dir) else [d for d in subdirs(gen_dir) if _has_split_dirs(d)]
+        for gen_dir in ls(root):
+            if _has_split_dirs(gen_dir):
+                bases = [gen_dir]
+            else:
+                inner = ls(gen_dir)
+                bases = [d for d in inner if _has_split_dirs(d)]
+                if bases and record:
+                    for d in inner:
+                        if d not in bases:
+                            self.ignore(d, NO_SPLITS)
             if bases:
                 found.append((gen_dir.name, bases))
             elif record:
-                self.ignored.append((str(gen_dir), "folder without {train,val}/{ai,nature} inside"))
+                self.ignore(gen_dir, NO_SPLITS)
         wanted = self.config.get("generators")
         if wanted:
             names = {name for name, _ in found}
@@ -65,7 +77,7 @@ class GenImage(TreeSuite):
         return found
 
     def scan(self) -> Iterator[Sample]:
-        self.ignored = []
+        self.begin_scan()
         root = self.root_path()
         folders = self._generator_folders(root, record=True)
         if not folders:
@@ -73,15 +85,17 @@ class GenImage(TreeSuite):
         val_fraction = float(self.config.get("val_fraction") or 0.0)
         for generator, bases in folders:
             for base in bases:
-                for folder_split, split in (("train", "train"), ("val", "test")):
-                    split_dir = child_dir(base, folder_split)
+                # GenImage's own folders: train -> train (and val, by hash), val -> test.
+                split_dirs = self.split_children(base, SPLIT_FOLDERS, "GenImage")
+                for split in ("train", "test"):
+                    split_dir = split_dirs.get(split)
                     if split_dir is None:
                         continue
-                    nature, ai = child_dir(split_dir, "nature"), child_dir(split_dir, "ai")
-                    if nature is None and ai is None:
+                    classes = self.label_dirs(split_dir)
+                    if not classes:
                         raise self.layout_error(root, f"{split_dir} has neither ai/ nor nature/", split_dir)
-                    reals = self.images(nature) if nature else []
-                    fakes = self.images(ai) if ai else []
+                    reals = [p for folder in classes.get(REAL, []) for p in self.images(folder)]
+                    fakes = [p for folder in classes.get(FAKE, []) for p in self.images(folder)]
                     pairs = pairs_by_stem(reals, fakes)
 
                     def split_of(path: Path) -> str:
@@ -96,8 +110,13 @@ class GenImage(TreeSuite):
                         yield Sample(str(path), FAKE, generator, split_of(path), str(pair) if pair else None)
 
 
+#: GenImage's split folders -> the harness's split.
+SPLIT_FOLDERS = {"train": "train", "val": "test"}
+NO_SPLITS = "folder without {train,val}/{ai,nature} inside"
+
+
 def _has_split_dirs(folder: Path) -> bool:
-    return any(child_dir(folder, name) is not None for name in ("train", "val"))
+    return any(child_dir(folder, name) is not None for name in SPLIT_FOLDERS)
 
 
 @hookimpl

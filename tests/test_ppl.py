@@ -132,6 +132,29 @@ def test_lora_leaves_the_base_untouched_and_saves_adapters_and_head(tmp_path):
         assert torch.allclose(det(x), fresh(x))
 
 
+def test_adapters_refuse_a_base_other_than_the_one_they_were_trained_on(tmp_path):
+    from harness.checkpoints import save_checkpoint
+    from harness.errors import HarnessError
+
+    for seed, name in ((0, "a"), (1, "b")):
+        torch.manual_seed(seed)
+        base = build_vit("tiny", image_size=16, tiny=TINY)
+        save_file({k: v.contiguous() for k, v in base.model.state_dict().items()}, str(tmp_path / f"{name}.safetensors"))
+    trained = PPL(tiny_config(backbone_weights=str(tmp_path / "a.safetensors")))
+    assert trained._stores_adapters_only()
+    # as the training engine writes it: the adapters and head, the base's provenance beside them
+    ckpt = save_checkpoint(tmp_path / "ppl.safetensors", trained.checkpoint_state(), trained.config,
+                           {"backbone": trained.provenance})
+    other = PPL(tiny_config(backbone_weights=str(tmp_path / "b.safetensors")))
+    with pytest.raises(HarnessError, match="adapters trained on another base"):
+        other.load_weights(ckpt)
+    same = PPL(tiny_config(backbone_weights=str(tmp_path / "a.safetensors")))
+    same.load_weights(ckpt)
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(same.eval()(x), trained.eval()(x))
+
+
 def test_random_base_or_full_finetuning_is_saved_whole():
     # Without a reproducible base the adapters alone could not be reloaded.
     assert any("lora_" not in k and not k.startswith("head.") for k in PPL(tiny_config()).checkpoint_state())

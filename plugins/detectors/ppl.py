@@ -50,7 +50,9 @@ base, or ``lora = false``, is stored whole.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -60,6 +62,7 @@ from torch.nn import functional as F
 from harness import hookimpl
 from harness.backbones import build_vit
 from harness.detector import Detector, InputPolicy
+from harness.errors import HarnessError
 from harness.patchgrid import cells_to_mask
 
 log = logging.getLogger(__name__)
@@ -278,6 +281,21 @@ class PPL(Detector):
         return out
 
     # -- checkpoints -----------------------------------------------------------------------
+    def load_weights(self, path: str | Path) -> None:
+        """A harness checkpoint. Adapters fit only the base they were trained on: when the
+        checkpoint's JSON names that base, another base is refused instead of loaded under them."""
+        saved = _saved_base(Path(path))
+        if saved and self._stores_adapters_only() and not _same_base(saved, self.provenance):
+            def describe(p: dict) -> str:
+                source = f"file sha256 {str(p['weights_sha256'])[:12]}" if p.get("weights_sha256") else \
+                    f"tag {p.get('pretrained')}"
+                return f"{p.get('family')}:{p.get('name')} ({source})"
+
+            raise HarnessError(f"checkpoint {path} holds LoRA adapters trained on another base: {describe(saved)}, "
+                               f"while this detector's base is {describe(self.provenance)}; pass the same "
+                               "detector.backbone / pretrained / backbone_weights as in training")
+        super().load_weights(path)
+
     def _stores_adapters_only(self) -> bool:
         return bool(self.config["lora"]) and not self.provenance["random_init"]
 
@@ -286,6 +304,26 @@ class PPL(Detector):
         if self._stores_adapters_only():
             state = {k: v for k, v in state.items() if "lora_" in k or k.startswith("head.")}
         return state
+
+
+def _saved_base(path: Path) -> dict | None:
+    """The backbone provenance the training engine wrote beside a harness checkpoint, if any."""
+    try:
+        saved = json.loads(path.with_suffix(".json").read_text()).get("backbone")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def _same_base(a: dict, b: dict) -> bool:
+    """Same architecture, and the same weights file, or the same hub tag when neither used a file."""
+    if (a.get("family"), a.get("name")) != (b.get("family"), b.get("name")):
+        return False
+    if a.get("weights_sha256") and b.get("weights_sha256"):
+        return a["weights_sha256"] == b["weights_sha256"]
+    if not a.get("weights_sha256") and not b.get("weights_sha256"):
+        return a.get("pretrained") == b.get("pretrained")
+    return True  # a hub tag on one side, a file on the other: the file may hold the tag's weights
 
 
 class Naive(PPL):

@@ -78,6 +78,16 @@ def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], config: di
     return path
 
 
+def checkpoint_meta(path: str | Path) -> dict:
+    """What :func:`save_checkpoint` wrote beside a checkpoint (``config``, ``backbone``, ...);
+    empty when there is no readable JSON sidecar (an official file, say)."""
+    try:
+        meta = json.loads(Path(path).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def strip_prefix(state: dict, prefix: str) -> dict:
     """Drop ``prefix`` from every key that has it (``module.`` from DataParallel saves)."""
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}

@@ -135,9 +135,10 @@ def _config_hint(path: Path, config: dict[str, Any]) -> str:
     """The detector settings a harness checkpoint was saved with that differ from ``config``."""
     import json
 
-    try:
-        saved = json.loads(path.with_suffix(".json").read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError):
+    from harness.checkpoints import checkpoint_meta
+
+    saved = checkpoint_meta(path).get("config")
+    if not isinstance(saved, dict):
         return ""
     differ = [f"detector.{k}={json.dumps(v)}" for k, v in sorted(saved.items()) if config.get(k) != v]
     return f" (it was saved with {', '.join(differ[:6])})" if differ else ""

@@ -7,6 +7,7 @@ may crash a data-loader worker.
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -35,6 +36,16 @@ class ImageDecodeError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+def jpeg_roundtrip(img: Image.Image, quality: int) -> Image.Image:
+    """``img`` encoded as a JPEG of ``quality`` (Pillow, default 4:2:0 chroma) and decoded to RGB:
+    the JPEG corruption and augmentations all use this one."""
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return decoded.convert("RGB")
 
 
 def is_image_name(name: str) -> bool:

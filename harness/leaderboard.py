@@ -521,7 +521,7 @@ def plot_tde(recs: list[dict], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(stats), figsize=(0.6 + max(3.2, 0.55 * len(with_dist) + 1.2) * len(stats), 4.2),
                              squeeze=False)
     for ax, stat in zip(axes[0], stats):
-        boxes, labels = [], []
+        boxes = []
         for r in with_dist:
             dist = r["tde"]["distribution"].get(stat)
             if not dist:

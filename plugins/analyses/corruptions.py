@@ -9,7 +9,6 @@ which is the clean scoring itself: ``jpeg`` none (JPEG at quality 100 is still l
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -18,6 +17,7 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 from harness import hookimpl
+from harness.images import jpeg_roundtrip
 from harness.analysis import Analysis, AnalysisContext, AnalysisResult
 from harness.errors import HarnessError
 from harness.metrics import binary_metrics
@@ -28,13 +28,7 @@ KINDS = ("jpeg", "blur", "resize")
 
 
 def jpeg(quality: int) -> Callable[[Image.Image], Image.Image]:
-    def apply(img: Image.Image) -> Image.Image:
-        buffer = io.BytesIO()
-        img.save(buffer, format="JPEG", quality=int(quality))
-        buffer.seek(0)
-        with Image.open(buffer) as out:
-            return out.convert("RGB")
-    return apply
+    return lambda img: jpeg_roundtrip(img, quality)
 
 
 def blur(sigma: float) -> Callable[[Image.Image], Image.Image]:

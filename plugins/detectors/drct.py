@@ -52,7 +52,6 @@ for the CLIP recipe).
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from harness import hookimpl
+from harness.images import jpeg_roundtrip
 from harness.backbones import IMAGENET_MEAN, IMAGENET_STD, check_state_fits, load_open_clip_visual, state_mismatch
 from harness.checkpoints import load_state, strip_prefix
 from harness.detector import Detector, InputPolicy, apply_policy
@@ -112,13 +112,7 @@ def drct_augment(images: list[Image.Image], config: dict[str, Any], generator: t
     if draw() < float(config["jpeg_prob"]):
         low, high = map(int, config["jpeg_quality"])
         quality = int(torch.randint(low, high + 1, (1,), generator=generator))
-        out = []
-        for img in images:
-            buffer = io.BytesIO()
-            img.save(buffer, format="JPEG", quality=quality)
-            buffer.seek(0)
-            out.append(Image.open(buffer).convert("RGB"))
-        images = out
+        images = [jpeg_roundtrip(img, quality) for img in images]
     if draw() < float(config["rot90_prob"]):
         turns = int(torch.randint(1, 4, (1,), generator=generator))
         images = [img.rotate(90 * turns, expand=True) for img in images]

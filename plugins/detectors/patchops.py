@@ -17,14 +17,19 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
+from scipy.ndimage import gaussian_filter
 from torch import nn
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from harness.checkpoints import checkpoint_meta, sha256_file
 from harness.errors import HarnessError
+from harness.images import jpeg_roundtrip
 
 # The three SRM kernels of SSP / SEP / IPD-Net (Fridrich & Kodovsky's rich models), in
 # the order KB, KV, horizontal second-order, each divided by its normaliser.
@@ -322,19 +327,10 @@ def loaded_resnet_provenance(arch: str, path) -> dict:
     the backbone started before any harness training: ImageNet, random, an official file) is kept
     as ``init``, the same after any number of resumes.
     """
-    import json
-    from pathlib import Path
-
-    from harness.checkpoints import sha256_file
-
     path = Path(path)
     prov = {**resnet_provenance(arch), "random_init": False, "weights": str(path), "weights_sha256": sha256_file(path)}
-    sidecar = path.with_suffix(".json")
-    if path.suffix == ".safetensors" and sidecar.is_file():
-        try:
-            backbone = json.loads(sidecar.read_text()).get("backbone")
-        except (OSError, ValueError, AttributeError):
-            backbone = None
+    if path.suffix == ".safetensors":
+        backbone = checkpoint_meta(path).get("backbone")
         if isinstance(backbone, dict):
             prov["init"] = backbone.get("init") or backbone
     return prov
@@ -352,11 +348,6 @@ def blur_jpeg(
     of ``jpeg_quality`` (PIL's encoder; the official code also picks OpenCV's half the time).
     A probability of 0 draws nothing from ``generator``.
     """
-    import io
-
-    import numpy as np
-    from scipy.ndimage import gaussian_filter
-
     def happens(p: float) -> bool:
         return float(p) > 0 and float(torch.rand((), generator=generator)) < float(p)
 
@@ -367,14 +358,7 @@ def blur_jpeg(
     if happens(jpeg_prob):
         lo, hi = (int(q) for q in jpeg_quality)
         quality = int(torch.randint(lo, hi + 1, (1,), generator=generator))
-        out = []
-        for img in images:
-            buffer = io.BytesIO()
-            img.save(buffer, format="JPEG", quality=quality)
-            buffer.seek(0)
-            with Image.open(buffer) as decoded:
-                out.append(decoded.convert("RGB"))
-        images = out
+        images = [jpeg_roundtrip(img, quality) for img in images]
     return images
 
 

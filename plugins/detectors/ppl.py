@@ -50,7 +50,6 @@ base, or ``lora = false``, is stored whole.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,7 @@ from torch.nn import functional as F
 
 from harness import hookimpl
 from harness.backbones import build_vit
+from harness.checkpoints import checkpoint_meta
 from harness.detector import Detector, InputPolicy
 from harness.errors import HarnessError
 from harness.patchgrid import cells_to_mask
@@ -308,10 +308,7 @@ class PPL(Detector):
 
 def _saved_base(path: Path) -> dict | None:
     """The backbone provenance the training engine wrote beside a harness checkpoint, if any."""
-    try:
-        saved = json.loads(path.with_suffix(".json").read_text()).get("backbone")
-    except (OSError, ValueError, AttributeError):
-        return None
+    saved = checkpoint_meta(path).get("backbone")
     return saved if isinstance(saved, dict) else None
 
 

@@ -47,7 +47,6 @@ Differences from the official recipe (train.py / options at 76a0e3e):
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ from PIL import Image, ImageFilter
 from torch import nn
 
 from harness import hookimpl
+from harness.images import jpeg_roundtrip
 from harness.backbones import build_vit, check_state_fits
 from harness.checkpoints import load_state, state_digest, strip_prefix
 from harness.detector import Detector, InputPolicy, apply_policy
@@ -80,10 +80,7 @@ def blur_jpeg(image: Image.Image, config: dict[str, Any], generator: torch.Gener
     if float(torch.rand((), generator=generator)) < float(config["jpeg_prob"]):
         low, high = map(int, config["jpeg_quality"])
         quality = int(torch.randint(low, high + 1, (1,), generator=generator))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=quality)
-        buffer.seek(0)
-        image = Image.open(buffer).convert("RGB")
+        image = jpeg_roundtrip(image, quality)
     return image
 
 

@@ -55,6 +55,7 @@ class Plugins:
         self.info: dict[str, PluginInfo] = {}
         self.registry: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
         self._owner: dict[tuple[str, str], str] = {}
+        self.allow = allow
         self._load(allow)
         for kind in KINDS:
             self._collect(kind)
@@ -130,7 +131,11 @@ class Plugins:
         try:
             return self.registry[kind][name]
         except KeyError:
-            raise unknown_name(kind, name, self.registry[kind]) from None
+            error = unknown_name(kind, name, self.registry[kind])
+            if self.allow is not None:
+                error = HarnessError(f"{error} Only the plugins {ALLOW_LIST_ENV}={','.join(sorted(self.allow))} "
+                                     f"are loaded (allow-list); unset {ALLOW_LIST_ENV} to load all.")
+            raise error from None
 
     def owner(self, kind: str, name: str) -> PluginInfo:
         return self.info[self._owner[(kind, name)]]

@@ -156,6 +156,8 @@ def test_allow_list_loads_only_the_named_plugins(fake_plugins, monkeypatch):
     plugins = Plugins(allow_list())
     assert set(plugins.info) == {"fk_good"}
     assert plugins.broken == []
+    with pytest.raises(HarnessError, match=r"Only the plugins HARNESS_PLUGINS=fk_good are loaded \(allow-list\)"):
+        plugins.get("detector", "npr")  # a built-in, left out by the allow-list: the error says why
     monkeypatch.delenv("HARNESS_PLUGINS")
     assert allow_list() is None
 

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.checkpoints import load_state, sha256_file, strip_prefix
+from harness.checkpoints import _shape, check_state_fits, load_state, sha256_file, strip_prefix
 from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
@@ -119,34 +119,6 @@ def _check_weights_file(weights) -> Path:
     if not path.is_file():
         raise HarnessError(f"backbone weights file {path} does not exist")
     return path
-
-
-def _shape(value) -> list[int] | None:
-    shape = getattr(value, "shape", None)
-    return None if shape is None else list(shape)
-
-
-def state_mismatch(own: dict, state: dict, *, allow_missing=lambda key: False) -> tuple[list, list, list]:
-    """``(missing, unexpected, wrong)`` of ``state`` against a model's ``own`` state dict:
-    missing and unexpected key names (sorted; ``allow_missing(key)`` exempts a key) and, for
-    keys in both, ``"key [file shape] != [model shape]"`` where the shapes differ."""
-    missing = sorted(k for k in set(own) - set(state) if not allow_missing(k))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k} {_shape(state[k])} != {_shape(own[k])}" for k in sorted(set(own) & set(state))
-             if _shape(state[k]) != _shape(own[k])]
-    return missing, unexpected, wrong
-
-
-def check_state_fits(own: dict, state: dict, path, what: str, *, allow_missing=lambda key: False) -> None:
-    """Raise a :class:`HarnessError` unless ``state`` has exactly the names and shapes of ``own``
-    (a model's state dict), naming the first mismatched keys with both shapes (file != model)."""
-    missing, unexpected, wrong = state_mismatch(own, state, allow_missing=allow_missing)
-    if missing or unexpected or wrong:
-        raise HarnessError(
-            f"weights file {path} does not fit {what}: "
-            f"{len(wrong)} wrong shapes (file != model) {wrong[:4]}, "
-            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
-        )
 
 
 def _load_strict(module: nn.Module, state: dict, path, what: str) -> None:

@@ -88,6 +88,37 @@ def checkpoint_meta(path: str | Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
+def _shape(value) -> list[int] | None:
+    shape = getattr(value, "shape", None)
+    return None if shape is None else list(shape)
+
+
+def state_mismatch(own: dict, state: dict, *, allow_missing=lambda key: False) -> tuple[list, list, list]:
+    """``(missing, unexpected, wrong)`` of ``state`` against a model's ``own`` state dict:
+    missing and unexpected key names (sorted; ``allow_missing(key)`` exempts a key) and, for
+    keys in both, ``"key [file shape] != [model shape]"`` where the shapes differ."""
+    missing = sorted(k for k in set(own) - set(state) if not allow_missing(k))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k} {_shape(state[k])} != {_shape(own[k])}" for k in sorted(set(own) & set(state))
+             if _shape(state[k]) != _shape(own[k])]
+    return missing, unexpected, wrong
+
+
+def check_state_fits(own: dict, state: dict, path, what: str, *, allow_missing=lambda key: False,
+                     hint: str = "") -> None:
+    """Raise a :class:`HarnessError` unless ``state`` has exactly the names and shapes of ``own``
+    (a model's state dict), naming the first mismatched keys with both shapes (file != model).
+    Checked before loading, so a refused file changes nothing (and never meets torch's bare
+    RuntimeError on a shape)."""
+    missing, unexpected, wrong = state_mismatch(own, state, allow_missing=allow_missing)
+    if missing or unexpected or wrong:
+        raise HarnessError(
+            f"weights file {path} does not fit {what}: "
+            f"{len(wrong)} wrong shapes (file != model) {wrong[:4]}, "
+            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}{hint}"
+        )
+
+
 def strip_prefix(state: dict, prefix: str) -> dict:
     """Drop ``prefix`` from every key that has it (``module.`` from DataParallel saves)."""
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}

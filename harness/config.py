@@ -27,7 +27,7 @@ RUN_DEFAULTS: dict[str, Any] = {
 #: Settings read outside the plugins' own defaults, per section (the rest are the plugins' keys).
 KNOWN_KEYS: dict[str, set[str]] = {
     "run": {"seed", "device", "out", "weights", "compile", "dir", "detector", "suite", "profile", "benchmark"},
-    "eval": {"batch_size", "workers", "cache", "cache_dir", "precision", "bootstrap", "feature_batch_size"},
+    "eval": {"batch_size", "workers", "cache", "cache_dir", "precision", "bootstrap"},
     # the engine's keys are in harness.training.TRAIN_DEFAULTS; these are read by optimisers and train_head
     "train": {"lr", "weight_decay", "betas", "min_lr", "min_delta", "feature_batch_size"},
     "suite": {"root"},
@@ -107,12 +107,15 @@ def resolve(
     overrides: list[str] | None = None,
     training_defaults: dict | None = None,
     profile: dict | None = None,
+    report_unknown: bool = True,
 ) -> dict:
     """Layer the configuration: plugin defaults < detector profile < file < overrides.
 
     ``training_defaults`` is the detector's published recipe (the ``train`` section);
     ``profile`` is a named scaled-down overlay (for example the ``mini`` profile) holding
-    ``detector`` and ``train`` sections.
+    ``detector`` and ``train`` sections. ``report_unknown``: warn about (and record in
+    ``run.unknown_settings``) settings that nothing reads; only meaningful when the plugins'
+    defaults are given.
     """
     config = copy.deepcopy(RUN_DEFAULTS)
     config["detector"] = copy.deepcopy(detector_defaults or {})
@@ -128,8 +131,9 @@ def resolve(
         parsed = parse_override(item)
         config = merge(config, parsed)
         user = merge(user, parsed)
-    unknown = unknown_settings(user, known)
-    if unknown:
-        log.warning("settings no plugin or engine reads (typos?): %s", "; ".join(unknown))
-    config["run"]["unknown_settings"] = unknown
+    if report_unknown:
+        unknown = unknown_settings(user, known)
+        if unknown:
+            log.warning("settings no plugin or engine reads (typos?): %s", "; ".join(unknown))
+        config["run"]["unknown_settings"] = unknown
     return config

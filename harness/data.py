@@ -15,10 +15,15 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from harness.errors import HarnessError
 from harness.images import ImageDecodeError, load_image
 from harness.suite import Sample
 
 log = logging.getLogger(__name__)
+
+#: How a skip caused by preprocessing (not by the file) starts: such skips are not cached,
+#: since a fixed bug must not keep the image out.
+PREPROCESS_FAILED = "preprocessing failed"
 
 ImageTransform = Callable[[Image.Image], Image.Image]
 
@@ -85,12 +90,31 @@ class SampleDataset(Dataset):
             return {"index": index, "error": exc.reason}
         except Exception as exc:  # noqa: BLE001 - one image's failure is reported, not fatal to the run
             log.warning("preprocessing %s failed", sample.path, exc_info=True)
-            return {"index": index, "error": f"preprocessing failed: {type(exc).__name__}: {exc}"}
+            return {"index": index, "error": f"{PREPROCESS_FAILED}: {type(exc).__name__}: {exc}"}
         item = {"index": index, "x": tensors[0], "label": sample.label, "error": None}
         if self.with_pairs or self.with_reconstructions:
             item["pair"] = tensors[1] if has_pair else torch.zeros_like(tensors[0])
             item["has_pair"] = has_pair
         return item
+
+
+class PreprocessGuard:
+    """Stops a loop when preprocessing fails on most images: that is a bug in the detector's
+    preprocessing or in a transform, to be fixed, not bad input to skip image by image."""
+
+    def __init__(self, min_images: int = 16, max_share: float = 0.5):
+        self.min_images, self.max_share = min_images, max_share
+        self.seen, self.failed, self.first = 0, 0, ""
+
+    def update(self, batch: dict[str, Any]) -> None:
+        self.seen += len(batch["index"]) + len(batch["skipped"])
+        for _, reason in batch["skipped"]:
+            if reason.startswith(PREPROCESS_FAILED):
+                self.failed += 1
+                self.first = self.first or reason
+        if self.seen >= self.min_images and self.failed > self.max_share * self.seen:
+            raise HarnessError(f"{self.first} (and on {self.failed - 1} more of {self.seen} images so far): "
+                               "preprocessing fails on most images, which is a bug, not bad files")
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:

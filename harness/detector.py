@@ -141,7 +141,7 @@ def _config_hint(path: Path, config: dict[str, Any]) -> str:
     if not isinstance(saved, dict):
         return ""
     differ = [f"detector.{k}={json.dumps(v)}" for k, v in sorted(saved.items()) if config.get(k) != v]
-    return f" (it was saved with {', '.join(differ[:6])})" if differ else ""
+    return f"; it was saved with {', '.join(differ[:6])}" if differ else ""
 
 
 class Detector(nn.Module):
@@ -221,23 +221,15 @@ class Detector(nn.Module):
         Plugins override this with their official-checkpoint adapter and fall back to
         ``super().load_weights`` for harness checkpoints.
         """
-        from harness.checkpoints import load_state
+        from harness.checkpoints import check_state_fits, load_state
         from harness.errors import HarnessError
 
         state = load_state(path)
         if not isinstance(state, dict):
             raise HarnessError(f"checkpoint {path} is not a state dict (got {type(state).__name__})")
-        own = self.state_dict()
-        missing = sorted(set(self.checkpoint_state()) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        wrong_shape = [f"{k} {tuple(state[k].shape)} (model: {tuple(own[k].shape)})" for k in sorted(state)
-                       if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
-        if missing or unexpected or wrong_shape:  # checked first: a failed load changes nothing
-            problems = [f"{what} {keys[:5]}{'...' if len(keys) > 5 else ''}" for what, keys in
-                        (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", wrong_shape))
-                        if keys]
-            raise HarnessError(f"checkpoint {path} does not fit detector '{self.name}': {'; '.join(problems)}"
-                               + _config_hint(Path(path), self.config))
+        saved_keys = set(self.checkpoint_state())
+        check_state_fits(self.state_dict(), state, path, f"detector '{self.name}'",
+                         allow_missing=lambda key: key not in saved_keys, hint=_config_hint(Path(path), self.config))
         self.load_state_dict(state, strict=False)
 
     # -- training --------------------------------------------------------------------------

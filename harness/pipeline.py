@@ -54,7 +54,7 @@ def resolve(args, extra_overrides: list[str] | None = None) -> tuple[dict, Proto
     overrides = list(args.overrides or []) + list(extra_overrides or [])
     file_config = cfg.load_toml(args.config) if getattr(args, "config", None) else {}
     # The protocol picks the suite and the detector profile, so read it before the full layering.
-    early = cfg.resolve(file_config=cfg.merge(layer, file_config), overrides=overrides)
+    early = cfg.resolve(file_config=cfg.merge(layer, file_config), overrides=overrides, report_unknown=False)
     protocol = Protocol.from_config(early.get("protocol", {}), name=name, path=path)
     args = copy.copy(args)
     args.overrides = overrides
@@ -176,16 +176,20 @@ def _obtain_weights(detector, config: dict, plan: Plan, run: Run) -> dict[str, A
     return {"path": str(best.resolve()), "sha256": sha256_file(best), "trained_in_run": True}
 
 
-def compile_for_inference(detector, config: dict, device) -> None:
-    """``run.compile``: torch.compile the detector's forward in place, for scoring and analyses
-    (in place, so its state dict, and with it every cache key, stays the same)."""
-    if not config["run"].get("compile"):
-        return
-    if effective_precision(str(config.get("eval", {}).get("precision", "auto")), device) == "bf16-weights":
+def check_compile(config: dict, device) -> None:
+    """Refuse ``run.compile`` with the CPU bf16 copy before any work (training) is done."""
+    if config["run"].get("compile") and \
+            effective_precision(str(config.get("eval", {}).get("precision", "auto")), device) == "bf16-weights":
         raise HarnessError("run.compile cannot be combined with eval.precision=bf16 on CPU, which scores a "
                            "bf16 copy of the model: drop one of the two")
-    log.info("torch.compile: the first batches of each input shape are slow while it compiles")
-    detector.compile()
+
+
+def compile_for_inference(detector, config: dict) -> None:
+    """``run.compile``: torch.compile the detector's forward in place, for scoring and analyses
+    (in place, so its state dict, and with it every cache key, stays the same)."""
+    if config["run"].get("compile"):
+        log.info("torch.compile: the first batches of each input shape are slow while it compiles")
+        detector.compile()
 
 
 def _eval_settings(config: dict) -> dict[str, Any]:
@@ -231,6 +235,7 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
     run = _start(config, label or f"{detector_name}-{protocol.name}")
     main = distributed.is_main_process()
     try:
+        check_compile(config, run.device)
         for name, reason in skipped.items():
             log.warning("analysis '%s' skipped: %s", name, reason)
         will_train = not config["run"].get("weights") and detector_cls.trainable
@@ -239,7 +244,7 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
         seed_everything(run.seed)
         detector = detector_cls(config["detector"])
         weights = _obtain_weights(detector, config, plan, run)
-        compile_for_inference(detector, config, run.device)
+        compile_for_inference(detector, config)
         settings = _eval_settings(config)
         test_df = score_samples(detector, plan.test, device=run.device, desc="test", **settings)
         val_df = score_samples(detector, plan.val, device=run.device, desc="val", **settings) if plan.val else None

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from harness import distributed
 from harness.checkpoints import state_digest
-from harness.data import ImageTransform, SampleDataset, make_loader
+from harness.data import PREPROCESS_FAILED, ImageTransform, PreprocessGuard, SampleDataset, make_loader
 from harness.errors import HarnessError
 from harness.manifest import cache_root
 from harness.runs import autocast
@@ -174,7 +174,9 @@ def _run_model(
     bar = tqdm(total=len(sampler), desc=desc or "scoring", unit="img", disable=not distributed.is_main_process())
     try:
         with torch.no_grad(), autocast(device, enabled=precision == "bf16-autocast"):
+            guard = PreprocessGuard()
             for batch in loader:
+                guard.update(batch)
                 new = []
                 for index, reason in batch["skipped"]:
                     new.append({**_stamp_dict(todo[index][1]), "logit": None, "error": reason})
@@ -195,7 +197,7 @@ def _run_model(
                             new.append({**_stamp_dict(todo[index][1]), "logit": None,
                                         "error": f"detector returned a non-finite logit ({logit})"})
                 if cache is not None:
-                    cache.append(new)
+                    cache.append([r for r in new if not (r["error"] or "").startswith(PREPROCESS_FAILED)])
                 records.extend(new)
                 bar.update(len(batch["index"]) + len(batch["skipped"]))
     finally:

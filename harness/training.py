@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from harness import distributed
 from harness.checkpoints import save_checkpoint
-from harness.data import SampleDataset, make_loader
+from harness.data import PreprocessGuard, SampleDataset, make_loader
 from harness.errors import HarnessError
 from harness.runs import autocast, seed_everything
 from harness.suite import Sample
@@ -361,7 +361,9 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{epochs}", leave=False,
                    disable=not distributed.is_main_process(), initial=start_micro, total=micro_per_epoch)
+        guard = PreprocessGuard()
         for batch in bar:
+            guard.update(batch)
             state["skipped"] += [(dataset.samples[i].path, reason) for i, reason in batch["skipped"]]
             has_data = "x" in batch
             if info.distributed:  # every rank must take part in each reduction

@@ -167,7 +167,7 @@ def test_timm_file_of_another_patch_size_or_width_is_refused_not_resampled(tmp_p
 
 
 def test_check_state_fits_lists_wrong_shapes_missing_and_unexpected_keys():
-    from harness.backbones import check_state_fits
+    from harness.checkpoints import check_state_fits
 
     own = {"a": torch.zeros(2, 3), "b": torch.zeros(4), "c": torch.zeros(1)}
     state = {"a": torch.zeros(3, 2), "b": torch.zeros(4), "d": torch.zeros(1)}

@@ -73,3 +73,19 @@ def test_settings_nothing_reads_are_reported_with_the_closest_key(tmp_path, capl
     ]
     assert "train.epoch (did you mean train.epochs?)" in caplog.text
     assert config["train"]["epochs"] == 2 and config["train"]["epoch"] == 1  # reported, not dropped
+
+
+def test_a_benchmark_run_without_typos_warns_about_nothing(caplog):
+    import argparse
+
+    from harness import pipeline
+
+    args = argparse.Namespace(detector="npr", suite="mini", config=None, overrides=["train.epochs=1"], device=None,
+                              out=None, weights=None, seed=None, compile=None)
+    config, _ = pipeline.resolve(args)
+    assert config["run"]["unknown_settings"] == []
+    assert "typos" not in caplog.text  # the early pass that reads the protocol does not judge keys
+    args.overrides = ["train.epoch=1"]
+    config, _ = pipeline.resolve(args)
+    assert config["run"]["unknown_settings"] == ["train.epoch (did you mean train.epochs?)"]
+    assert caplog.text.count("train.epoch (did you mean") == 1

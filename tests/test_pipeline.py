@@ -192,14 +192,13 @@ def test_compile_trains_and_scores_like_eager(env, monkeypatch):
     np.testing.assert_allclose(b.logit, a.logit, rtol=1e-4, atol=1e-4)
 
 
-def test_compile_refuses_the_cpu_bf16_copy(env, capsys):
-    det = TinyResidualDetector()
-    weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)
+def test_compile_refuses_the_cpu_bf16_copy_before_any_training(env, capsys):
     args = ["run", "--detector", "tiny-residual", "--suite", "folder", "--set", f"suite.root={env / 'data'}",
-            "--out", str(env / "runs"), "--weights", str(weights), "--device", "cpu", "--compile",
-            "--set", "eval.precision=bf16"]
+            "--out", str(env / "runs"), "--device", "cpu", "--compile", "--set", "eval.precision=bf16",
+            "--set", "train.epochs=1"]  # no --weights: it would train first
     assert main(args) != 0
     assert "run.compile cannot be combined with eval.precision=bf16" in capsys.readouterr().err
+    assert TinyResidualDetector.calls == 0  # refused before a single forward
 
 
 @pytest.mark.slow

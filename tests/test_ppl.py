@@ -174,8 +174,8 @@ def test_a_checkpoint_of_another_shape_is_a_clear_error_and_changes_nothing(tmp_
     with pytest.raises(HarnessError) as err:
         narrow.load_weights(path)
     message = str(err.value)
-    assert "other shapes" in message and "(48,) (model: (32,))" in message
-    assert '(it was saved with detector.tiny={"depth": 1, "embed_dim": 48' in message  # the settings it was saved with, to rebuild the detector
+    assert "wrong shapes (file != model)" in message and "[48] != [32]" in message
+    assert '; it was saved with detector.tiny={"depth": 1, "embed_dim": 48' in message  # the settings it was saved with, to rebuild the detector
     assert all(torch.equal(before[k], v) for k, v in narrow.state_dict().items())
 
 

@@ -141,22 +141,38 @@ def test_broken_files_are_reported_not_dropped_silently(tmp_path):
         assert len(df) == len(samples) - 2
 
 
-def test_an_image_the_transform_fails_on_is_a_reported_skip(tmp_path):
+def test_an_image_the_transform_fails_on_is_a_reported_skip_not_cached(tmp_path):
     samples = make_samples(tmp_path / "data", n=3)
     bad = samples[2].path
+    cache = tmp_path / "cache"
 
     def fragile(img):  # fails on one image only, as a JPEG augmentation does on a 3000 x 3 strip
         if img.tobytes() == Image.open(bad).convert("RGB").tobytes():
             raise OSError("broken data stream when writing image file")
         return img
 
-    df = score_samples(TinyResidualDetector(), samples, device="cpu", batch_size=4, transform=fragile)
+    df = score_samples(TinyResidualDetector(), samples, device="cpu", batch_size=4, transform=fragile,
+                       transform_key="t", cache_dir=cache)
     skipped = dict(df.attrs["skipped"])
     assert list(skipped) == [bad]
     assert skipped[bad] == "preprocessing failed: OSError: broken data stream when writing image file"
     assert df["path"].tolist() == [s.path for s in samples if s.path != bad]
     np.testing.assert_allclose(df["logit"], brute_force(TinyResidualDetector(), [s for s in samples if s.path != bad]),
                                rtol=1e-6, atol=1e-6)
+    # the failure came from code, not from the file: once the transform is fixed, the image is scored
+    df = score_samples(TinyResidualDetector(), samples, device="cpu", batch_size=4, transform=lambda img: img,
+                       transform_key="t", cache_dir=cache)
+    assert df.attrs["skipped"] == [] and df.attrs["scored"] == 1 and len(df) == len(samples)
+
+
+def test_preprocessing_that_fails_on_most_images_stops_the_run(tmp_path):
+    samples = make_samples(tmp_path / "data", n=10)
+
+    def broken(img):
+        raise RuntimeError("a bug in the transform")
+
+    with pytest.raises(HarnessError, match="preprocessing fails on most images"):
+        score_samples(TinyResidualDetector(), samples, device="cpu", batch_size=4, transform=broken)
 
 
 def test_duplicate_paths_are_scored_once(tmp_path):

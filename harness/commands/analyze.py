@@ -38,13 +38,14 @@ def run(args) -> int:
         raise HarnessError(f"analysis '{args.name}' does not apply: {reason}")
     run_ = pipeline._start(config, f"analyze-{args.name}-{detector_name}-{protocol.name}")
     try:
+        pipeline.check_compile(config, run_.device)
         plan = pipeline.plan_samples(config, protocol)
         samples = {"test": plan.test, "val": plan.val, "train": plan.train}[args.split]
         if not samples:
             raise HarnessError(f"benchmark '{protocol.name}' has no {args.split} images to analyse")
         detector = get_detector(detector_name)(config["detector"])
         weights = pipeline._obtain_weights(detector, config, plan, run_)
-        pipeline.compile_for_inference(detector, config, run_.device)
+        pipeline.compile_for_inference(detector, config)
         detector.place(run_.device).eval()
         analysis = analysis_cls(config.get("analyses", {}).get(args.name, {}))
         context = AnalysisContext(detector=detector, samples=samples, device=run_.device,

@@ -63,8 +63,8 @@ from torch.nn import functional as F
 
 from harness import hookimpl
 from harness.images import jpeg_roundtrip
-from harness.backbones import IMAGENET_MEAN, IMAGENET_STD, check_state_fits, load_open_clip_visual, state_mismatch
-from harness.checkpoints import load_state, strip_prefix
+from harness.backbones import IMAGENET_MEAN, IMAGENET_STD, load_open_clip_visual
+from harness.checkpoints import check_state_fits, load_state, strip_prefix
 from harness.detector import Detector, InputPolicy, apply_policy
 from harness.errors import HarnessError
 
@@ -384,14 +384,8 @@ class DRCT(Detector):
         if frozen and not any(k.startswith(frozen) for k in state):
             # A harness checkpoint of the frozen-CLIP variant: the tower comes from the configuration.
             expected = {k for k in expected if not k.startswith(frozen)}
-        missing, unexpected, wrong = state_mismatch(own, state, allow_missing=lambda k: k not in expected)
-        if missing or unexpected or wrong:
-            raise HarnessError(
-                f"checkpoint {path} does not fit DRCT variant '{self.config['variant']}' "
-                f"(embedding {self.config['embedding_size']}): "
-                f"{len(missing)} missing keys {missing[:6]}, {len(unexpected)} unexpected keys {unexpected[:6]}, "
-                f"{len(wrong)} wrong shapes {wrong[:4]}"
-            )
+        check_state_fits(own, state, path, f"DRCT variant '{self.config['variant']}' "
+                         f"(embedding {self.config['embedding_size']})", allow_missing=lambda k: k not in expected)
         self.load_state_dict(state, strict=expected == set(own))
 
 

@@ -23,7 +23,7 @@ from torchvision.models.resnet import Bottleneck
 from torchvision.transforms.v2 import functional as TF
 
 from harness import hookimpl
-from harness.checkpoints import load_state, strip_prefix
+from harness.checkpoints import check_state_fits, load_state, strip_prefix
 from harness.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputPolicy
 from harness.errors import HarnessError
 
@@ -63,18 +63,7 @@ def load_checked_state(detector: Detector, path: str | Path, layout: str) -> Non
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise HarnessError(f"{detector.name}: {path} does not hold a state dict of tensors")
     state = strip_prefix(state, "module.")
-    own = detector.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
-             for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        raise HarnessError(
-            f"checkpoint {path} does not fit detector '{detector.name}' ({layout}): "
-            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
-            f"shape mismatch {wrong[:3]}{'...' if len(wrong) > 3 else ''}"
-        )
+    check_state_fits(detector.state_dict(), state, path, f"detector '{detector.name}' ({layout})")
     detector.load_state_dict(state, strict=True)
 
 

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from harness.checkpoints import checkpoint_meta, sha256_file
+from harness.checkpoints import check_state_fits, checkpoint_meta, sha256_file
 from harness.errors import HarnessError
 from harness.images import jpeg_roundtrip
 
@@ -378,13 +378,5 @@ def official_state(path, detector_name: str, wrappers: tuple[str, ...] = ("state
 
 def load_exact(module: nn.Module, state: dict, path, detector_name: str) -> None:
     """``load_state_dict`` that names the mismatching keys and shapes in one clear error."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        raise HarnessError(
-            f"checkpoint {path} does not fit detector '{detector_name}' as configured: "
-            f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, wrong shapes {wrong[:3]}"
-        )
+    check_state_fits(module.state_dict(), state, path, f"detector '{detector_name}' as configured")
     module.load_state_dict(state, strict=True)

@@ -57,8 +57,8 @@ from torch import nn
 
 from harness import hookimpl
 from harness.images import jpeg_roundtrip
-from harness.backbones import build_vit, check_state_fits
-from harness.checkpoints import load_state, state_digest, strip_prefix
+from harness.backbones import build_vit
+from harness.checkpoints import check_state_fits, load_state, state_digest, strip_prefix
 from harness.detector import Detector, InputPolicy, apply_policy
 from harness.errors import HarnessError
 

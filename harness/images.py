@@ -2,7 +2,8 @@
 
 Every file ends as an 8-bit RGB image converted by the same fixed rules, or as an
 :class:`ImageDecodeError` whose one-line ``reason`` the run counts and lists; nothing here
-may crash a data-loader worker.
+may crash a data-loader worker. The JPEG round trip and CNNDetection's blur / JPEG
+augmentation that corruptions and several detectors share live here too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageFile, ImageOps
+from scipy.ndimage import gaussian_filter
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,33 @@ def jpeg_roundtrip(img: Image.Image, quality: int) -> Image.Image:
     buffer.seek(0)
     with Image.open(buffer) as decoded:
         return decoded.convert("RGB")
+
+
+def blur_jpeg(
+    images: list[Image.Image], generator: torch.Generator | None, *, blur_prob: float, blur_sigma, jpeg_prob: float,
+    jpeg_quality,
+) -> list[Image.Image]:
+    """CNNDetection's training augmentation (``data_augment``; UnivFD, AIGCDetectBenchmark), one draw
+    for all images (an image and its pair alike).
+
+    With probability ``blur_prob``: Gaussian blur, sigma ~ U(``blur_sigma``), by
+    ``scipy.ndimage.gaussian_filter`` on each 8-bit channel as the official code; then with
+    probability ``jpeg_prob``: a JPEG round trip at a quality drawn uniformly from the integers
+    of ``jpeg_quality`` (PIL's encoder; the official code also picks OpenCV's half the time).
+    A probability of 0 draws nothing from ``generator``.
+    """
+    def happens(p: float) -> bool:
+        return float(p) > 0 and float(torch.rand((), generator=generator)) < float(p)
+
+    if happens(blur_prob):
+        lo, hi = (float(s) for s in blur_sigma)
+        sigma = lo + (hi - lo) * float(torch.rand((), generator=generator))
+        images = [Image.fromarray(gaussian_filter(np.array(img), sigma=(sigma, sigma, 0))) for img in images]
+    if happens(jpeg_prob):
+        lo, hi = (int(q) for q in jpeg_quality)
+        quality = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+        images = [jpeg_roundtrip(img, quality) for img in images]
+    return images
 
 
 def is_image_name(name: str) -> bool:

@@ -108,7 +108,9 @@ def _selection_warnings(test_all: list[Sample], test: list[Sample], test_gens: l
         classes.setdefault(s.generator, set()).add(s.label)
     for generator in test_gens:
         present = classes.get(generator, set())
-        if len(present) == 1:
+        if not present:
+            warnings.append(f"generator {generator} has no test images: it is left out of mAcc")
+        elif len(present) == 1:
             only = "fake" if present == {1} else "real"
             warnings.append(f"generator {generator} has only {only} test images: its accuracy is the {only} "
                             "images' accuracy alone, and it still counts in mAcc")

@@ -34,9 +34,11 @@ class Sample:
     @property
     def portable_key(self) -> str:
         """Names the image the same way wherever the suite lies on disk (generator, split,
-        label, file name): what seeded subsets and masks hash, so that two machines pick
-        the same images and the same masks."""
-        return f"{self.generator}/{self.split}/{self.label}/{PurePath(self.path).name}"
+        label and the last three parts of its path, so ``airplane/0_real/00002.png`` and
+        ``bicycle/0_real/00002.png`` stay apart): what seeded subsets and masks hash, so
+        that two machines pick the same images and the same masks."""
+        tail = "/".join(PurePath(self.path).parts[-3:])
+        return f"{self.generator}/{self.split}/{self.label}/{tail}"
 
 
 class Suite:

@@ -4,6 +4,7 @@ targeted masking find the one patch a constructed detector looks at."""
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -147,3 +148,27 @@ def test_single_square_and_targeted_masking_find_the_one_patch(tmp_path):
     assert list(result.tables["skipped"].path) == [str(broken)]
     assert result.summary["skipped"] == 1 and result.summary["images"] == 8
     assert set(result.figures) == {"random_masking", "square_masking", "targeted_masking"}
+
+
+def test_random_masks_are_the_same_wherever_the_suite_lies(tmp_path, monkeypatch):
+    import shutil
+
+    import plugins.analyses.masking as masking
+
+    keys = []
+    real_random_cells = masking.random_cells
+    monkeypatch.setattr(masking, "random_cells", lambda key, seed, n: keys.append(key) or real_random_cells(key, seed, n))
+    make_samples(tmp_path / "here")
+    shutil.copytree(tmp_path / "here", tmp_path / "elsewhere" / "deeper")
+    config = {"ratios": [0.5], "seeds": [0, 1], "square_sizes": [], "targeted_fractions": [], "cache_dir": False}
+    tables, seen = [], []
+    for root in (tmp_path / "here", tmp_path / "elsewhere" / "deeper"):
+        keys.clear()
+        samples = [Sample(str(p), int(p.parent.name == "fake"), p.parent.parent.name, "test")
+                   for p in sorted(root.glob("*/*/*.png"))]
+        context = AnalysisContext(Brightness().eval(), samples, torch.device("cpu"), root / "out", {})
+        tables.append(MaskingAnalysis(config).run(context).tables["random"])
+        seen.append(sorted(keys))
+    assert seen[0] == seen[1] and len(seen[0]) == 2 * 32  # every image, every seed, keyed alike
+    assert not any(str(tmp_path) in key for key in seen[0])
+    pd.testing.assert_frame_equal(tables[0], tables[1])

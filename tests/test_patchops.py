@@ -17,10 +17,10 @@ from torch.nn import functional as F
 
 from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
+from harness.images import blur_jpeg
 from plugins.detectors.patchops import (
     DWT2,
     SRM,
-    blur_jpeg,
     build_resnet,
     content_generator,
     load_imagenet_resnet,

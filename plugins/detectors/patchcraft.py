@@ -27,8 +27,8 @@ from torch.nn import functional as F
 from harness import hookimpl
 from harness.detector import Detector, InputPolicy
 from harness.errors import HarnessError
+from harness.images import blur_jpeg
 from plugins.detectors.patchops import (
-    blur_jpeg,
     content_generator,
     crop_many,
     load_exact,

@@ -11,7 +11,6 @@
 - :class:`DWT2`: a one-level 2-D wavelet transform equal to ``pywt.dwt2`` (symmetric mode).
 - Torchvision-named ResNets with an optional ImageNet initialisation, their provenance, and
   checkpoint helpers that unwrap official containers and name every mismatching key.
-- :func:`blur_jpeg`: CNNSpot's blur / JPEG training augmentation on decoded images.
 """
 
 from __future__ import annotations
@@ -19,17 +18,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 from torch import nn
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from harness.checkpoints import check_state_fits, checkpoint_meta, sha256_file
 from harness.errors import HarnessError
-from harness.images import jpeg_roundtrip
 
 # The three SRM kernels of SSP / SEP / IPD-Net (Fridrich & Kodovsky's rich models), in
 # the order KB, KV, horizontal second-order, each divided by its normaliser.
@@ -334,32 +330,6 @@ def loaded_resnet_provenance(arch: str, path) -> dict:
         if isinstance(backbone, dict):
             prov["init"] = backbone.get("init") or backbone
     return prov
-
-
-def blur_jpeg(
-    images: list[Image.Image], generator: torch.Generator | None, *, blur_prob: float, blur_sigma, jpeg_prob: float,
-    jpeg_quality,
-) -> list[Image.Image]:
-    """CNNSpot's training augmentation (``data_augment`` of AIGCDetectBenchmark), one draw for all images.
-
-    With probability ``blur_prob``: Gaussian blur, sigma ~ U(``blur_sigma``), by
-    ``scipy.ndimage.gaussian_filter`` on each 8-bit channel as the official code; then with
-    probability ``jpeg_prob``: a JPEG round trip at a quality drawn uniformly from the integers
-    of ``jpeg_quality`` (PIL's encoder; the official code also picks OpenCV's half the time).
-    A probability of 0 draws nothing from ``generator``.
-    """
-    def happens(p: float) -> bool:
-        return float(p) > 0 and float(torch.rand((), generator=generator)) < float(p)
-
-    if happens(blur_prob):
-        lo, hi = (float(s) for s in blur_sigma)
-        sigma = lo + (hi - lo) * float(torch.rand((), generator=generator))
-        images = [Image.fromarray(gaussian_filter(np.array(img), sigma=(sigma, sigma, 0))) for img in images]
-    if happens(jpeg_prob):
-        lo, hi = (int(q) for q in jpeg_quality)
-        quality = int(torch.randint(lo, hi + 1, (1,), generator=generator))
-        images = [jpeg_roundtrip(img, quality) for img in images]
-    return images
 
 
 def official_state(path, detector_name: str, wrappers: tuple[str, ...] = ("state_dict", "model")) -> dict:

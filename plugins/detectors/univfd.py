@@ -52,36 +52,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
 from torch import nn
 
 from harness import hookimpl
-from harness.images import jpeg_roundtrip
+from harness.images import blur_jpeg
 from harness.backbones import build_vit
 from harness.checkpoints import check_state_fits, load_state, state_digest, strip_prefix
 from harness.detector import Detector, InputPolicy, apply_policy
 from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
-
-
-def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
-
-
-def blur_jpeg(image: Image.Image, config: dict[str, Any], generator: torch.Generator | None) -> Image.Image:
-    """UnivFD's (CNNDetection's) training augmentation: Gaussian blur with probability
-    ``blur_prob`` and sigma ~ U(blur_sigma), then JPEG with probability ``jpeg_prob`` and a
-    quality drawn uniformly from the integers in ``jpeg_quality`` (PIL's encoder)."""
-    if float(torch.rand((), generator=generator)) < float(config["blur_prob"]):
-        sigma = _uniform(generator, *map(float, config["blur_sigma"]))
-        if sigma > 0:
-            image = image.filter(ImageFilter.GaussianBlur(radius=sigma))
-    if float(torch.rand((), generator=generator)) < float(config["jpeg_prob"]):
-        low, high = map(int, config["jpeg_quality"])
-        quality = int(torch.randint(low, high + 1, (1,), generator=generator))
-        image = jpeg_roundtrip(image, quality)
-    return image
 
 
 class UnivFD(Detector):
@@ -182,7 +163,9 @@ class UnivFD(Detector):
             scale = target / min(w, h)
             if scale != 1:
                 img = img.resize((max(target, round(w * scale)), max(target, round(h * scale))), Image.BILINEAR)
-            resized.append(blur_jpeg(img, self.config, generator))
+            resized += blur_jpeg([img], generator, blur_prob=self.config["blur_prob"],
+                                 blur_sigma=self.config["blur_sigma"], jpeg_prob=self.config["jpeg_prob"],
+                                 jpeg_quality=self.config["jpeg_quality"])
         return apply_policy(self.input_policy(True), resized, train=True, generator=generator)
 
     # -- model ---------------------------------------------------------------------------------

@@ -177,19 +177,16 @@ class TreeSuite(Suite):
         self.ignored: list[tuple[str, str]] = []
         #: Every folder the last scan listed (the manifest is stale when one of them changes).
         self.visited: set[str] = set()
-        self._ignored_list: list | None = None
         self._ignored_seen: set[tuple[str, str]] = set()
 
     def begin_scan(self) -> None:
         """Forget what the previous scan recorded."""
         self.ignored = []
         self.visited = set()
+        self._ignored_seen = set()
 
     def ignore(self, path, reason: str) -> None:
         """Record ``path`` as not listed, for ``reason`` (once, however often it is met)."""
-        if self._ignored_list is not self.ignored:  # scan() started a new list
-            self._ignored_list = self.ignored
-            self._ignored_seen = {tuple(item) for item in self.ignored}
         key = (str(path), reason)
         if key not in self._ignored_seen:
             self._ignored_seen.add(key)

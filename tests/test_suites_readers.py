@@ -255,6 +255,18 @@ def test_csv_same_path_with_two_labels_is_an_error_naming_it(tmp_path):
     assert str(tmp_path / "imgs" / "a.png") in message and "line 4" in message and "line 2" in message
 
 
+def test_csv_image_in_a_training_split_and_in_test_is_an_error(tmp_path):
+    touch_images(tmp_path / "imgs", ["a.png", "b.png"])
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("path,label,split\nimgs/a.png,0,train\nimgs/b.png,1,val\nimgs/b.png,1,train\n"
+                        "imgs/a.png,0,test\n")
+    with pytest.raises(HarnessError) as info:
+        list(CSVSuite({"root": str(csv_path)}).scan())
+    message = str(info.value)
+    assert "1 bad row" in message  # b.png in train and val is allowed; a.png in train and test is not
+    assert f"line 5: {tmp_path / 'imgs' / 'a.png'} is listed in split test here but in train on line 2" in message
+
+
 def test_csv_repeated_row_is_listed_once_and_recorded(tmp_path):
     touch_images(tmp_path / "imgs", ["a.png"])
     csv_path = tmp_path / "list.csv"

@@ -53,6 +53,8 @@ class CSVSuite(TreeSuite):
         # path -> (line, label) of its first row; (path, generator, split) -> line of its first row
         first_label: dict[str, tuple[int, int]] = {}
         first_row: dict[tuple[str, str, str], int] = {}
+        # path -> (line, split) of its first row: one image in a training split and in test is a leak
+        first_split: dict[str, tuple[int, str]] = {}
         try:
             with path.open(newline="", encoding="utf-8-sig") as fh:
                 reader = csv.DictReader(fh)
@@ -80,6 +82,11 @@ class CSVSuite(TreeSuite):
                     if seen_label != label:
                         problems.append(f"line {line}: {image} is listed as {_NAMES[label]} here but as "
                                         f"{_NAMES[seen_label]} on line {seen_line}")
+                        continue
+                    split_line, seen_split = first_split.setdefault(image, (line, split))
+                    if seen_split != split and "test" in (seen_split, split):
+                        problems.append(f"line {line}: {image} is listed in split {split} here but in "
+                                        f"{seen_split} on line {split_line}: test images must not be trained on")
                         continue
                     repeat = first_row.setdefault((image, generator, split), line)
                     if repeat != line:

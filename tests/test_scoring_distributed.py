@@ -109,8 +109,8 @@ def test_torchrun_harness_run_gives_the_one_process_metrics(tmp_path):
         (run_dir,) = Path(out).iterdir()
         return json.loads((run_dir / "results.json").read_text()), proc
 
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                str(free_port())]
+    # --standalone: torchrun binds a free port itself (no window for another process to take it)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     multi, proc = run(torchrun, tmp_path / "runs2", tmp_path / "cache2")
     single, _ = run([sys.executable], tmp_path / "runs1", tmp_path / "cache1")
     assert multi["metrics"] == single["metrics"]

@@ -218,9 +218,8 @@ class SEP(Detector):
         self.disc = build_resnet(c["arch"], num_classes=2)
         self.wavelet = DWT2(c["wavelet"])
         # Random until weights are loaded or training starts (configure_optimizer loads the
-        # ImageNet init there unless load_weights came first).
+        # ImageNet init there while the provenance still says random_init).
         self.provenance: dict[str, Any] = resnet_provenance(c["arch"])
-        self.weights_loaded = False
 
     def input_policy(self, train: bool = False) -> InputPolicy:
         c = self.config
@@ -288,13 +287,12 @@ class SEP(Detector):
         """The official ``state_dict`` (``torch.save(model.state_dict())``) or a harness checkpoint."""
         load_exact(self, official_state(path, self.name), path, self.name)
         self.provenance = loaded_resnet_provenance(self.config["arch"], path)
-        self.weights_loaded = True
 
     def configure_optimizer(self, params, train_config: dict[str, Any]) -> torch.optim.Optimizer:
         c = self.config
         # ImageNet init for the ResNet at the start of training only (evaluation needs no download),
         # and only when no weights were loaded before (--weights): those win.
-        if not self.weights_loaded:
+        if self.provenance["random_init"]:  # neither loaded (--weights) nor initialised yet
             self.provenance = load_imagenet_resnet(self.disc, c["arch"], c["pretrained"], c["backbone_weights"])
         return torch.optim.AdamW(
             params, lr=float(train_config.get("lr", 1e-3)), weight_decay=float(train_config.get("weight_decay", 0.0))

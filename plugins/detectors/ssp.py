@@ -90,9 +90,8 @@ class SSP(Detector):
         self.srm = SRM()
         self.disc = build_resnet(c["arch"], num_classes=1)
         # Random until weights are loaded or training starts (configure_optimizer loads the
-        # ImageNet init there unless load_weights came first).
+        # ImageNet init there while the provenance still says random_init).
         self.provenance: dict[str, Any] = resnet_provenance(c["arch"])
-        self.weights_loaded = False
 
     def input_policy(self, train: bool = False) -> InputPolicy:
         c = self.config
@@ -133,13 +132,12 @@ class SSP(Detector):
         """Official ``state_dict`` (321 keys ``srm.kernel``, ``disc.*``) or a harness checkpoint: same keys."""
         load_exact(self, official_state(path, self.name), path, self.name)
         self.provenance = loaded_resnet_provenance(self.config["arch"], path)
-        self.weights_loaded = True
 
     def configure_optimizer(self, params, train_config: dict[str, Any]) -> torch.optim.Optimizer:
         # The recipe starts from ImageNet weights; loading them here keeps evaluation of a
         # finished checkpoint free of any download. Weights loaded before (--weights) win.
         c = self.config
-        if not self.weights_loaded:
+        if self.provenance["random_init"]:  # neither loaded (--weights) nor initialised yet
             self.provenance = load_imagenet_resnet(self.disc, c["arch"], c["pretrained"], c["backbone_weights"])
         return torch.optim.Adam(params, lr=float(train_config.get("lr", 1e-4)))
 

@@ -2,7 +2,7 @@
 
 Every hook takes a ``register`` callback and calls it once per class it contributes
 (the style of simonw's ``llm``). A plugin is any module registered under the ``harness``
-entry-point group; built-in plugins under ``plugins/`` register exactly the same way::
+entry-point group; built-in plugins under ``harness/plugins/`` register exactly the same way::
 
     from harness import hookimpl
     from harness.detector import Detector

@@ -28,7 +28,7 @@ from harness.checkpoints import sha256_file
 from harness.errors import HarnessError
 from harness.manifest import load_manifest
 from harness.metrics import check_direction, evaluate, metrics_frame
-from harness.plugins import get_analysis, get_detector, get_suite
+from harness.registry import get_analysis, get_detector, get_suite
 from harness.protocols import Protocol, protocol_layer
 from harness.reports import write_result
 from harness.runs import Run, seed_everything, select_device, start_run

@@ -1,4 +1,4 @@
-"""Benchmark protocols: declarative TOML files under ``benchmarks/``.
+"""Benchmark protocols: declarative TOML files, shipped in ``harness/benchmarks/``.
 
 A protocol file is a configuration layer like ``--config`` (it sits just below it) whose
 ``[protocol]`` table says what to train on and what to test on::
@@ -17,7 +17,7 @@ A protocol file is a configuration layer like ``--config`` (it sits just below i
     [suite]                                     # optional: settings of the test suite
     preset = "default"
 
-``--suite NAME`` resolves ``benchmarks/NAME.toml`` when it exists, else the plain suite
+``--suite NAME`` resolves ``NAME.toml`` (``$HARNESS_BENCHMARKS``, then the shipped ones) when it exists, else the plain suite
 (train on all its generators' train split, test on all). Any protocol key can be
 overridden on the command line: ``--set protocol.train_generators='["tconv"]'``.
 """
@@ -34,20 +34,21 @@ from harness.errors import HarnessError
 from harness.metrics import SCORE_METRICS
 
 BENCHMARKS_ENV = "HARNESS_BENCHMARKS"
+SHIPPED_BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
 DEFAULT_METRICS = ["acc", "real_acc", "fake_acc", "ap", "auc"]
 _KEYS = {"description", "reference", "suite", "train_suite", "train_generators", "test_generators", "metrics",
          "analyses", "profile", "name"}
 
 
 def benchmark_dirs() -> list[Path]:
-    """Where protocol files are looked up, first match wins.
+    """Where protocol files are looked up, first match wins: ``$HARNESS_BENCHMARKS`` (a path
+    list, for a lab's own protocols), then the ones shipped in the package.
 
-    ``$HARNESS_BENCHMARKS`` (path list), ``./benchmarks``, then the ``benchmarks/`` folder that
-    ships beside the ``harness`` package (a source checkout or an editable install).
+    The working directory is not searched: a stray ``benchmarks/genimage.toml`` beside the user
+    must not silently replace the published protocol.
     """
     dirs = [Path(p) for p in os.environ.get(BENCHMARKS_ENV, "").split(os.pathsep) if p]
-    dirs.append(Path.cwd() / "benchmarks")
-    dirs.append(Path(__file__).resolve().parent.parent / "benchmarks")
+    dirs.append(SHIPPED_BENCHMARKS)
     return dirs
 
 

@@ -470,7 +470,7 @@ def build_record(run_dir: Path, benchmark: str | None = None) -> dict:
 
 def _owning_plugin(detector_name: str) -> str | None:
     """The entry point that registers ``detector_name`` (one plugin may register several detectors)."""
-    from harness.plugins import get_plugins
+    from harness.registry import get_plugins
 
     plugins = get_plugins()
     if detector_name not in plugins.registry["detector"]:
@@ -479,7 +479,7 @@ def _owning_plugin(detector_name: str) -> str | None:
 
 
 # -- analysis summaries -> the record's fixed shapes -------------------------------------------------------------
-# The analyses' summaries (plugins/analyses/*.py, stored in results.json) are keyed for reading; the leaderboard's
+# The analyses' summaries (harness/plugins/analyses/*.py, stored in results.json) are keyed for reading; the leaderboard's
 # tables and plots need curves and distributions, so each section below is cut from one summary (and, for TDE, the
 # per-image table the analysis wrote into the run folder).
 

@@ -80,7 +80,7 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
             packages[name] = version(name)
         except PackageNotFoundError:
             continue
-    from harness.plugins import get_plugins
+    from harness.registry import get_plugins
 
     plugins = {info.name: {"distribution": info.distribution, "version": info.version, "broken": info.broken}
                for info in get_plugins().info.values()}

@@ -72,7 +72,7 @@ def test_unknown_geometry_is_refused():
 @pytest.mark.parametrize("name", ["npr", "ssp", "sep", "patchcraft", "ipdnet"])
 def test_place_keeps_convolutions_in_nhwc_without_changing_logits_or_checkpoints(name):
     from harness.config import merge
-    from harness.plugins import get_detector
+    from harness.registry import get_detector
     from harness.checkpoints import state_digest
 
     cls = get_detector(name)

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from harness.errors import HarnessError
-from harness.plugins import Plugins, allow_list
+from harness.registry import Plugins, allow_list
 
 GOOD = '''
 from harness import hookimpl
@@ -144,7 +144,7 @@ def test_a_plugin_reusing_a_built_in_name_is_the_one_refused(fake_plugins):
     fake_plugins({"aa_first": DUPLICATE.replace('"alpha-net"', '"npr"')})  # on sys.path before the built-ins
     plugins = Plugins()
     assert plugins.owner("detector", "npr").distribution == "aigi-harness"
-    assert plugins.get("detector", "npr").__module__ == "plugins.detectors.npr"
+    assert plugins.get("detector", "npr").__module__ == "harness.plugins.detectors.npr"
     assert "registered by both" in plugins.info["aa_first"].error
     assert not [info.name for info in plugins.broken if info.distribution == "aigi-harness"]
 

@@ -15,7 +15,7 @@ from harness.analysis import AnalysisContext
 from harness.detector import Detector, InputPolicy
 from harness.scoring import score_samples
 from harness.suite import Sample
-from plugins.analyses.corruptions import CorruptionsAnalysis, blur, jpeg, levels, resize
+from harness.plugins.analyses.corruptions import CorruptionsAnalysis, blur, jpeg, levels, resize
 from tests.fakedata import write_pairs
 
 

@@ -15,8 +15,8 @@ from torch import nn
 from harness.checkpoints import save_checkpoint
 from harness.detector import IMAGENET_MEAN, IMAGENET_STD
 from harness.errors import HarnessError
-from harness.plugins import get_detector
-from plugins.detectors.drct import DRCT, contrastive_loss
+from harness.registry import get_detector
+from harness.plugins.detectors.drct import DRCT, contrastive_loss
 
 TINY_CONVNEXT = {"depths": [1, 1, 1, 1], "dims": [8, 16, 24, 32]}
 CONVNEXT = {"variant": "convnext", "convnext": "convnext_atto", "convnext_kwargs": TINY_CONVNEXT,

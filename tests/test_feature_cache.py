@@ -21,7 +21,7 @@ from harness.feature_cache import (
     uses_feature_cache,
 )
 from harness.suite import Sample
-from plugins.detectors.univfd import UnivFD
+from harness.plugins.detectors.univfd import UnivFD
 
 TINY = {"backbone": "tiny", "pretrained": "none", "crop_size": 64,
         "tiny": {"patch_size": 8, "embed_dim": 64, "depth": 1, "num_heads": 2}}

@@ -10,8 +10,8 @@ from PIL import Image
 from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.images import load_image
-from harness.plugins import get_detector
-from plugins.detectors.ipdnet import DependencyHead, IPDNet, feature_side, reflect_pad
+from harness.registry import get_detector
+from harness.plugins.detectors.ipdnet import DependencyHead, IPDNet, feature_side, reflect_pad
 from tests.fakedata import write_pairs
 
 TINY = {"layer": 2, "pad": 8, "crop": 32, "size": 32, "hidden": 8}

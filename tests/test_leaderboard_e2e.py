@@ -15,7 +15,7 @@ from harness import leaderboard as lb
 from harness import records as rec
 from harness.checkpoints import save_checkpoint
 from harness.cli import main
-from harness.plugins import get_plugins
+from harness.registry import get_plugins
 from tiny_detector import TinyResidualDetector
 
 GENERATORS = ("g1", "g2")

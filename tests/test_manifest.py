@@ -10,8 +10,8 @@ import pytest
 
 from harness import manifest as mf
 from harness.checkpoints import sha256_file
-from plugins.suites.folder import FolderSuite
-from plugins.suites.genimage import GenImage
+from harness.plugins.suites.folder import FolderSuite
+from harness.plugins.suites.genimage import GenImage
 from tests.suite_trees import numbered, touch_images
 
 OLD = 1_600_000_000  # 2020: folders look settled, as a real dataset's do

@@ -15,7 +15,7 @@ from harness.detector import Detector, InputPolicy
 from harness.patchgrid import cells_to_mask
 from harness.scoring import score_samples
 from harness.suite import Sample
-from plugins.analyses.masking import MaskingAnalysis, forward_masked, random_cells
+from harness.plugins.analyses.masking import MaskingAnalysis, forward_masked, random_cells
 from tests.fakedata import write_pairs
 
 
@@ -153,7 +153,7 @@ def test_single_square_and_targeted_masking_find_the_one_patch(tmp_path):
 def test_random_masks_are_the_same_wherever_the_suite_lies(tmp_path, monkeypatch):
     import shutil
 
-    import plugins.analyses.masking as masking
+    import harness.plugins.analyses.masking as masking
 
     keys = []
     real_random_cells = masking.random_cells

@@ -17,8 +17,8 @@ from sklearn.linear_model import LogisticRegression
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.manifest import CACHE_ENV, load_manifest
-from plugins.suites import mini
-from plugins.suites._mini_models import FAMILIES
+from harness.plugins.suites import mini
+from harness.plugins.suites._mini_models import FAMILIES
 
 
 @pytest.fixture(scope="module")

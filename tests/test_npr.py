@@ -11,8 +11,8 @@ from torch.nn import functional as F
 from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.images import load_image
-from harness.plugins import get_detector
-from plugins.detectors.npr import NPR, npr_residual
+from harness.registry import get_detector
+from harness.plugins.detectors.npr import NPR, npr_residual
 from tests.fakedata import write_pairs
 
 

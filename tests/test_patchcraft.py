@@ -13,10 +13,10 @@ from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.images import load_image
 from harness.config import merge
-from harness.plugins import get_detector
+from harness.registry import get_detector
 from harness.training import train_config
-from plugins.detectors.patchcraft import PatchCraft
-from plugins.detectors.patchops import srm30_kernels
+from harness.plugins.detectors.patchcraft import PatchCraft
+from harness.plugins.detectors.patchops import srm30_kernels
 from tests.fakedata import write_pairs
 from tests.test_patchops import complexity_by_loops, official_blur, pil_jpeg, recalibrate_batchnorm, reference_ranking
 from tests.test_ssp import perturbed

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.images import blur_jpeg
-from plugins.detectors.patchops import (
+from harness.plugins.detectors.patchops import (
     DWT2,
     SRM,
     build_resnet,

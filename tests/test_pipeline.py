@@ -15,7 +15,7 @@ from fakedata import write_pairs
 from harness.checkpoints import save_checkpoint, sha256_file
 from harness.cli import main
 from harness.metrics import binary_metrics
-from harness.plugins import get_plugins
+from harness.registry import get_plugins
 from tiny_detector import TinyResidualDetector
 
 GENERATORS = ("g1", "g2", "g3")

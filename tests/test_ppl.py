@@ -13,7 +13,7 @@ from fakedata import write_pairs
 from harness.backbones import build_vit
 from harness.suite import Sample
 from harness.training import train, validation_logits, validation_metrics
-from plugins.detectors.ppl import PPL, Naive, patch_contrastive_loss, random_patch_replacement, rpr_masks
+from harness.plugins.detectors.ppl import PPL, Naive, patch_contrastive_loss, random_patch_replacement, rpr_masks
 
 TINY = {"patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2}
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.plugins import get_suite
+from harness.registry import get_suite
 from harness.protocols import Protocol, available_benchmarks, find_benchmark, protocol_layer
 
-REPO_BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+REPO_BENCHMARKS = Path(__file__).resolve().parent.parent / "harness" / "benchmarks"
 
 
 def load(name: str) -> Protocol:
@@ -93,3 +93,12 @@ def test_benchmark_file_without_protocol_table(monkeypatch, tmp_path):
     monkeypatch.setenv("HARNESS_BENCHMARKS", str(tmp_path))
     with pytest.raises(HarnessError, match="no \\[protocol\\] table"):
         protocol_layer("broken")
+
+
+def test_a_benchmarks_folder_in_the_working_directory_does_not_replace_a_shipped_protocol(monkeypatch, tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "genimage.toml").write_text('[protocol]\nsuite = "genimage"\ntrain_generators = ["ADM"]\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HARNESS_BENCHMARKS", raising=False)
+    assert find_benchmark("genimage") == REPO_BENCHMARKS / "genimage.toml"
+    assert load("genimage").train_generators == ["stable_diffusion_v_1_4"]

@@ -302,7 +302,7 @@ def test_load_record_refuses_nan_and_broken_json(tmp_path):
 
 def test_plugin_version_of_a_detector_registered_under_another_plugin_name(tmp_path):
     """``naive`` is registered by the ``ppl`` plugin: its record names that plugin and its version."""
-    from harness.plugins import get_plugins
+    from harness.registry import get_plugins
 
     plugins = get_plugins()
     name = next((n for n in plugins.registry["detector"] if plugins.owner("detector", n).name != n), None)

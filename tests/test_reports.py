@@ -16,7 +16,7 @@ from harness.analysis import AnalysisResult
 from harness.checkpoints import save_checkpoint
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.plugins import get_plugins
+from harness.registry import get_plugins
 from harness.reports import REPORT_MAX_ROWS, write_result
 from tiny_detector import TinyResidualDetector
 

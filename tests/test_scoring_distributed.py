@@ -77,7 +77,7 @@ LAUNCH = textwrap.dedent(
     torch.set_num_threads(1)
     import tiny_detector
     from harness.cli import main
-    from harness.plugins import get_plugins
+    from harness.registry import get_plugins
     tiny_detector.install(get_plugins())
     code = main(sys.argv[1:])
     print("forward calls", tiny_detector.TinyResidualDetector.calls, file=sys.stderr)

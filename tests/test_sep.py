@@ -17,9 +17,9 @@ from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.images import load_image
 from harness.patchgrid import resolve_grid
-from harness.plugins import get_detector
-from plugins.detectors.patchops import content_generator, to_uint8_tensor
-from plugins.detectors.sep import SEP, GuidedBidirectionalAttention
+from harness.registry import get_detector
+from harness.plugins.detectors.patchops import content_generator, to_uint8_tensor
+from harness.plugins.detectors.sep import SEP, GuidedBidirectionalAttention
 from tests.fakedata import write_pairs
 from tests.test_patchops import recalibrate_batchnorm, reference_ranking
 from tests.test_ssp import fake_imagenet_resnet18, perturbed, resnet50_keys

@@ -16,10 +16,10 @@ from torch.nn import functional as F
 from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.images import load_image
-from harness.plugins import get_detector
+from harness.registry import get_detector
 from harness.suite import Sample
 from harness.training import train
-from plugins.detectors.ssp import SSP
+from harness.plugins.detectors.ssp import SSP
 from tests.fakedata import write_pairs
 from tests.test_patchops import recalibrate_batchnorm, reference_ranking
 

@@ -9,9 +9,9 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.manifest import CACHE_ENV
-from plugins.suites._layout import stable_fraction
-from plugins.suites.folder import FolderSuite
-from plugins.suites.genimage import GenImage
+from harness.plugins.suites._layout import stable_fraction
+from harness.plugins.suites.folder import FolderSuite
+from harness.plugins.suites.genimage import GenImage
 from tests.suite_trees import numbered, touch_images
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from harness.cli import main
 from harness.manifest import CACHE_ENV, load_manifest
-from plugins.suites.csv_manifest import CSVSuite
+from harness.plugins.suites.csv_manifest import CSVSuite
 from tests.suite_trees import numbered, touch_images
 
 OLD = 1_600_000_000

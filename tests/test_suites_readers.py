@@ -7,12 +7,12 @@ import collections
 import pytest
 
 from harness.errors import HarnessError
-from plugins.suites._layout import stable_fraction
-from plugins.suites.aigcdetect import AIGCDetect
-from plugins.suites.chameleon import Chameleon
-from plugins.suites.csv_manifest import CSVSuite
-from plugins.suites.drct2m import DRCT2M
-from plugins.suites.forensynths import ForenSynths
+from harness.plugins.suites._layout import stable_fraction
+from harness.plugins.suites.aigcdetect import AIGCDetect
+from harness.plugins.suites.chameleon import Chameleon
+from harness.plugins.suites.csv_manifest import CSVSuite
+from harness.plugins.suites.drct2m import DRCT2M
+from harness.plugins.suites.forensynths import ForenSynths
 from tests.suite_trees import numbered, touch_images
 
 

@@ -14,7 +14,7 @@ from harness.analysis import AnalysisContext
 from harness.detector import Detector, InputPolicy
 from harness.patchgrid import edges
 from harness.suite import Sample
-from plugins.analyses.tde import TDEAnalysis, patch_statistics, stable_subsample, tde_batched, tde_naive
+from harness.plugins.analyses.tde import TDEAnalysis, patch_statistics, stable_subsample, tde_batched, tde_naive
 from tests.fakedata import write_pairs
 
 

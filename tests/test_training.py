@@ -19,7 +19,7 @@ from harness.cli import main
 from harness.detector import Detector, InputPolicy
 from harness.suite import Sample
 from harness.training import TrainingStopped, epoch_order, make_schedule, train
-from plugins.detectors.ppl import PPL
+from harness.plugins.detectors.ppl import PPL
 
 
 class SmallDetector(Detector):

@@ -13,8 +13,8 @@ from PIL import Image
 from harness.checkpoints import save_checkpoint
 from harness.detector import CLIP_MEAN, CLIP_STD
 from harness.errors import HarnessError
-from harness.plugins import get_detector
-from plugins.detectors.univfd import UnivFD
+from harness.registry import get_detector
+from harness.plugins.detectors.univfd import UnivFD
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "univfd" / "fc_weights.pth"
 

@@ -77,10 +77,10 @@ class TestPlugin:
 
 
 def install(plugins) -> None:
-    """Add the tiny detector to a loaded :class:`harness.plugins.Plugins` set."""
+    """Add the tiny detector to a loaded :class:`harness.registry.Plugins` set."""
     if "tiny-test" in plugins.info:
         return
-    from harness.plugins import PluginInfo
+    from harness.registry import PluginInfo
 
     plugins.info["tiny-test"] = PluginInfo("tiny-test", __name__, None, None, __file__)
     plugin = TestPlugin()

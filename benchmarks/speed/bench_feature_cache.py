@@ -32,7 +32,7 @@ from harness.feature_cache import cached_features, score_cached, train_head
 from harness.scoring import score_samples
 from harness.suite import Sample
 from harness.training import train
-from plugins.detectors.univfd import UnivFD
+from harness.plugins.detectors.univfd import UnivFD
 
 
 def write_images(folder: Path, n: int, size: int, seed: int, split: str) -> list[Sample]:

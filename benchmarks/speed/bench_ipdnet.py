@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-from plugins.detectors.ipdnet import STAGE_CHANNELS, DependencyHead, IPDNet, feature_side
+from harness.plugins.detectors.ipdnet import STAGE_CHANNELS, DependencyHead, IPDNet, feature_side
 
 
 def _sync(device: torch.device) -> None:

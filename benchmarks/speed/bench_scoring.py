@@ -30,7 +30,7 @@ import torch
 
 from harness.images import load_image
 from harness.manifest import load_samples
-from harness.plugins import get_detector, get_suite
+from harness.registry import get_detector, get_suite
 from harness.runs import autocast, select_device
 from harness.scoring import effective_precision, score_samples
 

@@ -23,8 +23,8 @@ from PIL import Image
 
 from harness.config import merge
 from harness.patchgrid import resolve_grid
-from harness.plugins import get_detector
-from plugins.analyses.tde import tde_batched, tde_naive, variant_batch_size
+from harness.registry import get_detector
+from harness.plugins.analyses.tde import tde_batched, tde_naive, variant_batch_size
 
 
 def main(argv: list[str] | None = None) -> int:

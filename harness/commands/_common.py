@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 
 from harness import config as cfg
-from harness.plugins import get_detector, get_suite
+from harness.registry import get_detector, get_suite
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, detector_required: bool = True) -> None:
     parser.add_argument("--detector", required=detector_required, metavar="NAME", help="detector name (harness list detectors)")
     parser.add_argument("--suite", required=True, metavar="NAME",
-                        help="suite or benchmark protocol name (harness list suites; benchmarks/*.toml)")
+                        help="suite or benchmark protocol name (harness list suites; harness list benchmarks)")
     parser.add_argument("--config", metavar="FILE.toml", help="TOML file layered over the plugin defaults")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set detector.lr=1e-4 (repeatable; wins over --config)")

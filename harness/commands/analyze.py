@@ -28,7 +28,7 @@ def run(args) -> int:
 
     from harness import pipeline
     from harness.analysis import AnalysisContext
-    from harness.plugins import get_analysis, get_detector
+    from harness.registry import get_analysis, get_detector
     from harness.reports import write_result
 
     analysis_cls = get_analysis(args.name)  # an unknown name fails before any work

@@ -1,4 +1,4 @@
-"""``harness list [detectors|suites|analyses]``."""
+"""``harness list [detectors|suites|analyses|benchmarks]``."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import textwrap
 
 from tabulate import tabulate
 
-from harness.plugins import KINDS, get_plugins
+from harness.config import load_toml
+from harness.errors import HarnessError
+from harness.protocols import available_benchmarks
+from harness.registry import KINDS, get_plugins
 
 PLURAL = {"detectors": "detector", "suites": "suite", "analyses": "analysis"}
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("list", help="list registered detectors, suites and analyses")
-    parser.add_argument("kind", nargs="?", choices=sorted(PLURAL), help="only this kind")
+    parser = subparsers.add_parser("list", help="list registered detectors, suites, analyses and benchmark protocols")
+    parser.add_argument("kind", nargs="?", choices=sorted([*PLURAL, "benchmarks"]), help="only this kind")
     parser.set_defaults(func=run)
 
 
@@ -24,6 +27,8 @@ def one_line(description: str, width: int = 96) -> str:
 
 
 def run(args) -> int:
+    if args.kind == "benchmarks":
+        return list_benchmarks()
     plugins = get_plugins()
     kinds = [PLURAL[args.kind]] if args.kind else list(KINDS)
     for kind in kinds:
@@ -36,4 +41,21 @@ def run(args) -> int:
         print(f"{title}:")
         print(tabulate(rows, headers=["name", "description", "reference", "plugin"]) if rows else "  (none)")
         print()
+    if not args.kind:
+        list_benchmarks()
+    return 0
+
+
+def list_benchmarks() -> int:
+    """Benchmark protocols (``--suite NAME``), with the file each one is read from."""
+    rows = []
+    for name, path in sorted(available_benchmarks().items()):
+        try:
+            section = load_toml(path).get("protocol") or {}
+        except HarnessError as exc:
+            section = {"description": f"unreadable: {exc}"}
+        rows.append((name, one_line(str(section.get("description", ""))), str(section.get("suite", "")), str(path)))
+    print("benchmarks:")
+    print(tabulate(rows, headers=["name", "description", "suite", "file"]) if rows else "  (none)")
+    print()
     return 0

@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from harness import distributed
     from harness.pipeline import execute, paper_table, resolve
-    from harness.plugins import get_suite
+    from harness.registry import get_suite
 
     if args.weights:
         raise HarnessError("harness matrix trains one model per generator; --weights does not apply")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from harness.plugins import ALLOW_LIST_ENV, allow_list, get_plugins
+from harness.registry import ALLOW_LIST_ENV, allow_list, get_plugins
 
 
 def add_parser(subparsers) -> None:

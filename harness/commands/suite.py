@@ -14,7 +14,7 @@ from tabulate import tabulate
 from harness import config as cfg
 from harness.errors import HarnessError
 from harness.manifest import Manifest, load_manifest, verify
-from harness.plugins import get_suite
+from harness.registry import get_suite
 
 SHOW = 20  # file lists longer than this are cut, with a count of the rest
 
@@ -190,7 +190,7 @@ def _disk_usage(root: Path) -> tuple[int, int]:
 
 
 def run_build(args) -> int:
-    from plugins.suites.mini import MARKER, MiniSuite
+    from harness.plugins.suites.mini import MARKER, MiniSuite
 
     if args.name != "mini":
         raise HarnessError(f"only the mini suite is built by the harness; '{args.name}' is read from disk "

@@ -38,7 +38,7 @@ def _samples(suite):
 def run(args) -> int:
     from harness import distributed
     from harness.errors import HarnessError
-    from harness.plugins import get_detector, get_suite
+    from harness.registry import get_detector, get_suite
     from harness.runs import select_device, start_run
     from harness.training import TrainingStopped, train
 

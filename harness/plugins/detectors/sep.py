@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from harness import hookimpl
 from harness.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputPolicy, apply_policy
 from harness.errors import HarnessError
-from plugins.detectors.patchops import (
+from harness.plugins.detectors.patchops import (
     DWT2,
     SRM,
     build_resnet,
@@ -42,7 +42,7 @@ from plugins.detectors.patchops import (
     resnet_provenance,
     to_uint8_tensor,
 )
-from plugins.detectors.ssp import simplest_patches
+from harness.plugins.detectors.ssp import simplest_patches
 
 
 class GuidedBidirectionalAttention(nn.Module):

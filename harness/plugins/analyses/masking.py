@@ -21,7 +21,7 @@ from harness.errors import HarnessError
 from harness.patchgrid import grid_skip_reason, apply_masks, cells_to_mask, resolve_grid, square_masks, square_positions
 from harness.runs import autocast
 from harness.suite import FAKE
-from plugins.analyses.tde import (
+from harness.plugins.analyses.tde import (
     analysis_workers,
     cache_dir_for,
     compute_tde,

@@ -8,7 +8,7 @@ from typing import Iterator
 
 from harness import hookimpl
 from harness.suite import FAKE, REAL, Sample
-from plugins.suites._layout import TreeSuite, published_name
+from harness.plugins.suites._layout import TreeSuite, published_name
 
 TEST_GENERATORS = ["progan", "stylegan", "biggan", "cyclegan", "stargan", "gaugan", "crn", "imle", "seeingdark",
                    "san", "deepfake", "stylegan2", "whichfaceisreal"]

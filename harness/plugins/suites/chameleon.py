@@ -6,7 +6,7 @@ from typing import Iterator
 
 from harness import hookimpl
 from harness.suite import FAKE, REAL, Sample
-from plugins.suites._layout import TreeSuite, label_dirs, split_children
+from harness.plugins.suites._layout import TreeSuite, label_dirs, split_children
 
 
 class Chameleon(TreeSuite):

@@ -8,7 +8,7 @@ from typing import Iterator
 from harness import hookimpl
 from harness.errors import HarnessError
 from harness.suite import FAKE, REAL, Sample
-from plugins.suites._layout import TreeSuite, child_dir, pairs_by_stem, stable_fraction, subdirs
+from harness.plugins.suites._layout import TreeSuite, child_dir, pairs_by_stem, stable_fraction, subdirs
 
 #: Generator folders in the paper's table order, with the inner folder of the distributed archives.
 GENERATORS = {

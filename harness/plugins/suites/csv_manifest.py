@@ -10,7 +10,7 @@ from typing import Iterator
 from harness import hookimpl
 from harness.errors import HarnessError
 from harness.suite import FAKE, REAL, Sample
-from plugins.suites._layout import TreeSuite
+from harness.plugins.suites._layout import TreeSuite
 
 LABELS = {"0": REAL, "1": FAKE, "real": REAL, "fake": FAKE, "0_real": REAL, "1_fake": FAKE, "nature": REAL, "ai": FAKE}
 SPLITS = ("train", "val", "test")

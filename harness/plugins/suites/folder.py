@@ -6,7 +6,7 @@ from typing import Iterator
 
 from harness import hookimpl
 from harness.suite import FAKE, REAL, Sample
-from plugins.suites._layout import TreeSuite, pairs_by_stem
+from harness.plugins.suites._layout import TreeSuite, pairs_by_stem
 
 SPLIT_NAMES = ("train", "val", "test")
 

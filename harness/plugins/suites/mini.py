@@ -34,8 +34,8 @@ from tqdm import tqdm
 from harness import hookimpl
 from harness.errors import HarnessError
 from harness.manifest import cache_root
-from plugins.suites._mini_models import FAMILIES, Denoiser, SharedEncoderAutoencoders, VQAutoencoder
-from plugins.suites.genimage import GenImage
+from harness.plugins.suites._mini_models import FAMILIES, Denoiser, SharedEncoderAutoencoders, VQAutoencoder
+from harness.plugins.suites.genimage import GenImage
 
 VERSION = 1
 MARKER = "mini.json"

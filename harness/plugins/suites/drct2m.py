@@ -9,7 +9,7 @@ from typing import Iterator
 
 from harness import hookimpl
 from harness.suite import FAKE, REAL, Sample
-from plugins.suites._layout import TreeSuite, stable_fraction
+from harness.plugins.suites._layout import TreeSuite, stable_fraction
 
 GENERATORS = [
     "ldm-text2im-large-256", "stable-diffusion-v1-4", "stable-diffusion-v1-5", "stable-diffusion-2-1",

@@ -22,7 +22,7 @@ from harness.analysis import Analysis, AnalysisContext, AnalysisResult
 from harness.errors import HarnessError
 from harness.metrics import binary_metrics
 from harness.scoring import score_samples
-from plugins.analyses.tde import analysis_workers, cache_dir_for, generator_order, skipped_table, stable_subsample
+from harness.plugins.analyses.tde import analysis_workers, cache_dir_for, generator_order, skipped_table, stable_subsample
 
 KINDS = ("jpeg", "blur", "resize")
 

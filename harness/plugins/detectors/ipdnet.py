@@ -27,8 +27,8 @@ from torchvision.transforms.v2 import functional as TF
 from harness import hookimpl
 from harness.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputPolicy
 from harness.errors import HarnessError
-from plugins.detectors.npr import bottleneck_stage, load_checked_state
-from plugins.detectors.patchops import SRM
+from harness.plugins.detectors.npr import bottleneck_stage, load_checked_state
+from harness.plugins.detectors.patchops import SRM
 
 #: Output channels of ResNet-50 after each stage.
 STAGE_CHANNELS = {1: 256, 2: 512, 3: 1024, 4: 2048}

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from harness import hookimpl
 from harness.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputPolicy
 from harness.errors import HarnessError
-from plugins.detectors.patchops import (
+from harness.plugins.detectors.patchops import (
     SRM,
     build_resnet,
     content_generator,

@@ -6,7 +6,7 @@ from typing import Iterator
 
 from harness import hookimpl
 from harness.suite import FAKE, REAL, Sample
-from plugins.suites._layout import TreeSuite, published_name
+from harness.plugins.suites._layout import TreeSuite, published_name
 
 GENERATORS = ["progan", "stylegan", "biggan", "cyclegan", "stargan", "gaugan", "stylegan2", "whichfaceisreal",
               "ADM", "Glide", "Midjourney", "stable_diffusion_v_1_4", "stable_diffusion_v_1_5", "VQDM", "wukong",

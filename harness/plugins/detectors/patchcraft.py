@@ -28,7 +28,7 @@ from harness import hookimpl
 from harness.detector import Detector, InputPolicy
 from harness.errors import HarnessError
 from harness.images import blur_jpeg
-from plugins.detectors.patchops import (
+from harness.plugins.detectors.patchops import (
     content_generator,
     crop_many,
     load_exact,

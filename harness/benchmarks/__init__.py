@@ -1,0 +1,1 @@
+"""The shipped benchmark protocols (``*.toml``), read by :mod:`harness.protocols`; no code."""

@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Train PPL (tiny ViT) on one generator of the embedded mini suite, test on all, print the table.
+# Train PPL (tiny ViT) on one generator of the embedded mini suite, test on all, print the table beside the
+# published mini leaderboard rows.
 demo: $(STAMP)
 	$(BIN)/harness run --detector ppl --suite mini
 

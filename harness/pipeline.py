@@ -24,6 +24,7 @@ from tabulate import tabulate
 from harness import config as cfg
 from harness import distributed
 from harness.analysis import AnalysisContext
+from harness.compare import in_context
 from harness.checkpoints import sha256_file
 from harness.errors import HarnessError
 from harness.manifest import load_manifest
@@ -382,4 +383,7 @@ def run_from_args(args) -> int:
         distributed.destroy()
     if results is not None:
         print_results(results, protocol)
+        context = in_context(results)
+        if context:
+            print("\n" + context)
     return 0

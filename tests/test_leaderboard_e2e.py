@@ -85,3 +85,33 @@ def test_a_real_run_becomes_a_record_and_a_page(run_dir, tmp_path, capsys):
     assert (root / "tinyboard" / "plots" / "tde.png").is_file() == bool(got)
     assert main(["leaderboard", "--root", str(root), "add", str(run_dir)]) == 2
     assert "duplicate" in capsys.readouterr().err
+
+
+def test_a_run_is_printed_beside_the_published_rows_of_its_benchmark(run_dir, tmp_path):
+    from harness import compare
+
+    results = json.loads((run_dir / "results.json").read_text())
+    assert compare.in_context(results) is None  # no leaderboard for this benchmark yet: nothing to compare with
+    published = rec.build_record(run_dir)
+    published["detector"]["label"] = "published-tiny"
+    lb.add_record(rec.seal(published), tmp_path / "leaderboards")  # ./leaderboards: the cwd of this test
+
+    text = compare.in_context(results)
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    mine = [row for row in rows if "(your run)" in row]
+    theirs = [row for row in rows if "published-tiny" in row]
+    assert len(mine) == 1 and len(theirs) == 1 and "| your run " in mine[0]
+    acc = 100 * results["metrics"]["summary"]["mAcc"]
+    assert f"{acc:.1f}" in mine[0] and f"{acc:.1f}" in theirs[0]
+    assert "the published row 'published-tiny'" in text and "+0.0 points" in text
+    assert "randomly initialised" not in text  # the tiny detector records no random backbone
+
+
+def test_the_random_init_note_names_the_real_run():
+    from harness.compare import random_init_note
+
+    results = {"detector": "ppl", "profile": "mini", "detector_provenance": {"random_init": True}}
+    note = random_init_note(results)
+    assert "randomly initialised" in note and "profile 'mini'" in note
+    assert "harness run --detector ppl --suite genimage" in note and "--device cuda" in note
+    assert random_init_note({**results, "detector_provenance": {"random_init": False}}) is None

@@ -67,7 +67,7 @@ def load_checked_state(detector: Detector, path: str | Path, layout: str) -> Non
     detector.load_state_dict(state, strict=True)
 
 
-def _square_resize_crop(
+def square_resize_crop(
     images: list[Image.Image], load: int, crop: int, flip: bool, generator: torch.Generator | None
 ) -> list[torch.Tensor]:
     """The official training geometry: Resize((load, load)), RandomCrop(crop), random h-flip."""
@@ -165,7 +165,7 @@ class NPR(Detector):
         if not train:
             return super().preprocess(images, train=False, generator=generator)
         # Square resize (not the shorter-side resize of 'resize_crop'), as the official loader does.
-        return _square_resize_crop(images, int(self.config["load_size"]), int(self.config["crop_size"]),
+        return square_resize_crop(images, int(self.config["load_size"]), int(self.config["crop_size"]),
                                    True, generator)
 
     # -- model -----------------------------------------------------------------------------

@@ -373,3 +373,85 @@ def build_vit(
         provenance=_provenance("timm", name, pretrained, weights),
     )
     return ViTBackbone(model, facts)
+
+
+# -- any image model as a pooled-feature extractor ------------------------------------------
+@dataclass
+class FeatureFacts:
+    """A pooled-feature model's input (its own evaluation transform) and output width."""
+
+    family: str  # open_clip | timm
+    name: str
+    image_size: int
+    dim: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_pct: float  # evaluation: shorter side resized to image_size / crop_pct, then centre-cropped
+    interpolation: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+class FeatureModel(nn.Module):
+    """``model(x) -> [B, dim]`` pooled features of normalised inputs (timm: ``num_classes=0``; open_clip:
+    the projected image embedding)."""
+
+    def __init__(self, model: nn.Module, facts: FeatureFacts):
+        super().__init__()
+        self.model = model
+        self.facts = facts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def build_feature_model(spec: str, *, pretrained: str | None = "default", weights: str | Path | None = None,
+                        image_size: int | None = None, model_kwargs: dict[str, Any] | None = None) -> FeatureModel:
+    """Any timm model (``timm:resnet50``, ``timm:swin_tiny_patch4_window7_224``, ...) or open_clip image tower
+    (``open_clip:ViT-B-16``) as a pooled-feature extractor, with the model's own evaluation transform.
+
+    Weights as :func:`build_vit`: the hub by default, a local ``weights`` file, or random init with
+    ``pretrained="none"`` (recorded). A timm file may hold the classifier too (it is dropped: the detector has
+    its own head). ``model_kwargs`` go to ``timm.create_model`` (a smaller depth, another window size, ...).
+    """
+    family, name = parse_spec(spec)
+    if family == "tiny":
+        raise HarnessError("backbone 'tiny' is a ViT for the ViT detectors; name a timm or open_clip model here")
+    if family == "open_clip":
+        visual, dim, vit = load_open_clip_visual(name, pretrained=pretrained, weights=weights, image_size=image_size)
+        facts = FeatureFacts("open_clip", name, vit.image_size, dim, vit.mean, vit.std, crop_pct=1.0,
+                             interpolation="bicubic", provenance=vit.provenance)
+        return FeatureModel(visual, facts)
+    import timm
+    from timm.data import resolve_model_data_config
+
+    if not timm.is_model(name.split(".")[0]):
+        raise HarnessError(f"unknown timm model '{name}'; see timm.list_models()")
+    use_hub = weights is None and pretrained not in _RANDOM
+    kwargs: dict[str, Any] = {**(model_kwargs or {}), "num_classes": 0}
+    if image_size:
+        kwargs["img_size"] = image_size
+    try:
+        try:
+            model = timm.create_model(name, pretrained=use_hub, **kwargs)
+        except TypeError as exc:  # a convolutional model takes no img_size: it adapts to any input size
+            if "img_size" not in str(exc) or "img_size" not in kwargs:
+                raise
+            kwargs.pop("img_size")
+            model = timm.create_model(name, pretrained=use_hub, **kwargs)
+    except Exception as exc:
+        if use_hub:
+            raise _hub_error(f"timm {name}", exc) from None
+        raise HarnessError(f"timm {name} cannot be built with {kwargs}: {type(exc).__name__}: {exc}") from None
+    if weights is not None:
+        path = _check_weights_file(weights)
+        state = strip_prefix(load_state(path), "module.")
+        classifier = model.default_cfg.get("classifier", "fc")
+        state = {k: v for k, v in state.items() if not k.startswith(f"{classifier}.")}
+        _load_strict(model, state, path, f"timm {name}")
+    data = resolve_model_data_config(model)
+    size = image_size or int(data["input_size"][-1])
+    facts = FeatureFacts("timm", name, size, int(model.num_features), tuple(data["mean"]), tuple(data["std"]),
+                         crop_pct=float(data.get("crop_pct", 0.875)), interpolation=str(data.get("interpolation",
+                                                                                               "bicubic")),
+                         provenance=_provenance("timm", name, pretrained if use_hub or weights else None, weights))
+    return FeatureModel(model, facts)

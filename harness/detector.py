@@ -32,6 +32,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 GEOMETRIES = ("center_crop", "resize", "resize_crop", "tile_crop", "custom")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,9 @@ class InputPolicy:
       - ``tile_crop``: tile an image smaller than ``size`` until it covers it, then crop;
       - ``custom``: the detector's own ``preprocess`` (described in ``description``).
 
-    Resizes run on the decoded PIL image (torchvision's ``Resize`` on PIL, bilinear), as the
-    official loaders do. ``center_rounding`` places the test-time centre crop: ``round``
+    Resizes run on the decoded PIL image (torchvision's ``Resize`` on PIL), as the official
+    loaders do, with ``interpolation`` (``bilinear``, torchvision's default; ``bicubic`` for
+    timm's and open_clip's evaluation transforms). ``center_rounding`` places the test-time centre crop: ``round``
     (torchvision's ``CenterCrop``: ``round((h - size) / 2)``) or ``floor``
     (albumentations' ``CenterCrop``: ``(h - size) // 2``); they differ when ``h - size`` is
     3 mod 4, which shifts the 2x2 pixel grid that upsampling traces live on.
@@ -63,12 +65,15 @@ class InputPolicy:
     flip: bool = False
     description: str = ""
     center_rounding: str = "round"
+    interpolation: str = "bilinear"
 
     def __post_init__(self):
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"unknown geometry {self.geometry!r}; expected one of {GEOMETRIES}")
         if self.center_rounding not in ("round", "floor"):
             raise ValueError(f"center_rounding must be 'round' or 'floor', got {self.center_rounding!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if self.geometry == "resize_crop" and not self.resize_to:
             raise ValueError("geometry 'resize_crop' needs resize_to")
 
@@ -114,10 +119,11 @@ def apply_policy(
     Returns float tensors ``[3, size, size]`` in [0, 1], not normalised.
     """
     size = policy.size
+    mode = TF.InterpolationMode(policy.interpolation)
     if policy.geometry == "resize":
-        images = [TF.resize(img, [size, size]) for img in images]
+        images = [TF.resize(img, [size, size], interpolation=mode) for img in images]
     elif policy.geometry == "resize_crop":
-        images = [TF.resize(img, [policy.resize_to]) for img in images]
+        images = [TF.resize(img, [policy.resize_to], interpolation=mode) for img in images]
     tensors = [TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True) for img in images]
     if policy.geometry != "resize":
         if policy.geometry == "tile_crop":

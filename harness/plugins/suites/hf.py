@@ -102,10 +102,11 @@ class HFDataset(TreeSuite):
         """("hub", name) or ("local", absolute path)."""
         dataset = self.config.get("dataset")
         raw = self.config.get("root") or (os.environ.get(self.root_env) if self.root_env else None)
-        if dataset and raw:
+        # A local copy replaces the Hub name a preset suite (openfake, commfor) ships with.
+        if dataset and raw and dataset != type(self).defaults.get("dataset"):
             raise HarnessError(f"suite '{self.name}': set suite.dataset (a Hub name) or suite.root (a local "
                                f"folder), not both (got {dataset!r} and {raw!r})")
-        if dataset:
+        if dataset and not raw:
             return "hub", str(dataset)
         if not raw:
             raise HarnessError(f"suite '{self.name}' needs its data: pass --set suite.dataset=OWNER/NAME or "

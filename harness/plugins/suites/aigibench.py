@@ -22,6 +22,7 @@ from typing import Iterator
 
 from harness import hookimpl
 from harness.suite import Sample
+from harness.plugins.suites._generators import facts
 from harness.plugins.suites._layout import TreeSuite
 from harness.plugins.suites._subsets import class_samples, published_folders
 
@@ -43,6 +44,10 @@ class AIGIBench(TreeSuite):
     layout = ("<root>/{train,val}/{car,cat,chair,horse,sdv1.4}/{0_real,1_fake}/*, "
               "<root>/test/<subset>/{0_real,1_fake}/* with subsets " + ", ".join(TEST_SUBSETS))
     defaults = {"root": None}
+
+    generator_facts = facts({"ProGAN": "ProGAN", "SDv1.4": "Stable Diffusion 1.4", "SDXL": "Stable Diffusion XL 1.0",
+                             "DALLE-3": "DALL-E 3", "FLUX1-dev": "FLUX.1 dev", "StyleGAN3": "StyleGAN3",
+                             "GLIDE": "GLIDE", "Midjourney": "Midjourney"})
 
     def generators(self) -> list[str]:
         return TEST_SUBSETS + ["SDv1.4"]

@@ -20,7 +20,8 @@ from harness.plugins.suites.hf import HFDataset
 class CommunityForensicsEval(HFDataset):
     name = "commfor"
     description = "Community Forensics evaluation set (PublicEval split of OwensLab/CommunityForensics)"
-    reference = "Park & Owens, Community Forensics: Using Thousands of Generators to Train Fake Image Detectors, CVPR 2025"
+    reference = ("Park & Owens, Community Forensics: Using Thousands of Generators to Train Fake Image Detectors, "
+                 "CVPR 2025")
     root_env = "HARNESS_COMMFOR_ROOT"
     defaults = {**HFDataset.defaults, "dataset": "OwensLab/CommunityForensics", "image_column": "image_data",
                 "label_column": "label", "fake_values": [1], "real_values": [0], "generator_column": "model_name",

@@ -43,7 +43,7 @@ DATA_SUFFIXES = (".parquet", ".arrow")
 #: File signatures -> extension, for images stored without a file name.
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
                (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
-GENERATORS_FILE = "generators.json"
+GENERATORS_FILE = "generators.json"  # metadata read from columns, per generator
 
 
 def offline() -> bool:
@@ -314,16 +314,23 @@ class HFDataset(TreeSuite):
 
     # -- generator metadata read from columns ----------------------------------------------
 
+    def _metadata_path(self, store: Path) -> Path:
+        # Beside the store, not in it: the manifest watches the store's folder times.
+        return store.with_name(f"{store.name}.{GENERATORS_FILE}")
+
     def _write_metadata(self, store: Path, metadata: dict) -> None:
-        path = store / GENERATORS_FILE
+        path = self._metadata_path(store)
+        text = json.dumps(metadata, indent=1, sort_keys=True)
+        if path.is_file() and path.read_text() == text:
+            return
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(metadata, indent=1, sort_keys=True))
+        tmp.write_text(text)
         os.replace(tmp, path)
 
     def generator_info(self) -> dict[str, dict[str, Any]]:
         """Metadata per generator read from ``metadata_columns`` by the last scan."""
         try:
-            return json.loads((self.root_path() / GENERATORS_FILE).read_text())
+            return json.loads(self._metadata_path(self.root_path()).read_text())
         except (OSError, json.JSONDecodeError, HarnessError):
             return {}
 

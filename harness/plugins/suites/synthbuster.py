@@ -21,6 +21,7 @@ from typing import Iterator
 
 from harness import hookimpl
 from harness.suite import FAKE, REAL, Sample
+from harness.plugins.suites._generators import facts
 from harness.plugins.suites._layout import TreeSuite, pairs_by_stem
 from harness.plugins.suites._subsets import published_folders
 
@@ -37,6 +38,11 @@ class Synthbuster(TreeSuite):
     layout = ("<root>/<generator>/* with generators " + ", ".join(GENERATORS) +
               "; real photos in suite.reals (default <root>/RAISE-1k)")
     defaults = {"root": None, "reals": None}
+
+    generator_facts = facts({"dalle2": "DALL-E 2", "dalle3": "DALL-E 3", "firefly": "Firefly", "glide": "GLIDE",
+                             "midjourney-v5": "Midjourney", "stable-diffusion-1-4": "Stable Diffusion 1.4",
+                             "stable-diffusion-2": "Stable Diffusion 2",
+                             "stable-diffusion-xl": "Stable Diffusion XL 1.0"})
 
     def generators(self) -> list[str]:
         return list(GENERATORS)

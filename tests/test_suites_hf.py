@@ -8,6 +8,7 @@ import io
 import os
 
 import datasets
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -20,16 +21,19 @@ FEATURES = datasets.Features({"image": datasets.Image(), "label": datasets.Value
                               "model": datasets.Value("string"), "release_date": datasets.Value("string")})
 
 
-def _png(seed: int) -> bytes:
+def _image(seed: int, fmt: str) -> bytes:
+    """Noise images: distinct seeds give distinct bytes (flat colours can encode alike in JPEG)."""
     buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (seed % 256, (seed * 7) % 256, 3)).save(buf, "PNG")
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(buf, fmt)
     return buf.getvalue()
+
+
+def _png(seed: int) -> bytes:
+    return _image(seed, "PNG")
 
 
 def _jpeg(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (3, seed % 256, 9)).save(buf, "JPEG")
-    return buf.getvalue()
+    return _image(seed, "JPEG")
 
 
 def _rows(split: str):
@@ -145,3 +149,21 @@ def test_offline_without_a_local_copy_is_one_line(tmp_path, monkeypatch):
                        "fake_values": [1], "real_values": [0]})
     with pytest.raises(HarnessError, match="not in the local Hugging Face cache and HF_HUB_OFFLINE"):
         list(suite.scan())
+
+
+def test_identical_bytes_are_listed_once_and_a_label_conflict_is_reported(tmp_path, caplog):
+    folder = tmp_path / "dups"
+    rows = [(_png(1), "fake", "sdxl", None), (_png(1), "fake", "sdxl", None),  # a repeat: listed once
+            (_png(1), "real", None, None),  # the same bytes called real: a conflict, reported
+            (_png(2), "fake", "flux", None), (_jpeg(3), "real", None, None)]
+    _write(folder, "test", rows)
+    _write(folder, "train", [(_png(2), "fake", "flux", None), (_jpeg(4), "real", None, None)])
+    suite = _suite(folder, tmp_path)
+    samples = list(suite.scan())
+    assert collections.Counter((s.generator, s.split, s.label) for s in samples) == {
+        ("sdxl", "test", 1): 1, ("sdxl", "test", 0): 1, ("flux", "test", 1): 1, ("flux", "test", 0): 1,
+        ("flux", "train", 1): 1, ("flux", "train", 0): 1}
+    reasons = {path.rsplit(":", 1)[1]: reason for path, reason in suite.ignored}
+    assert reasons["test[1]"].startswith("the same image bytes as") and reasons["test[1]"].endswith("listed once")
+    assert "labelled real here and fake there" in reasons["test[2]"]
+    assert "1 image(s) are in the test split and in a training split" in caplog.text

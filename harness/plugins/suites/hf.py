@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -44,6 +45,8 @@ DATA_SUFFIXES = (".parquet", ".arrow")
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
                (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
 GENERATORS_FILE = "generators.json"  # metadata read from columns, per generator
+
+log = logging.getLogger(__name__)
 
 
 def offline() -> bool:
@@ -264,6 +267,8 @@ class HFDataset(TreeSuite):
         samples: list[Sample] = []
         shared: list[tuple[str, str]] = []  # (path, split) of the reals listed under every generator
         metadata: dict[str, dict[str, Any]] = {}
+        first_seen: dict[str, tuple[int, str]] = {}  # stored file -> (label, row) of its first row
+        listed: dict[tuple[str, str, str], str] = {}  # (file, generator, split) -> its first row
         for split_name, data in self._load().items():
             if not split_col and split_name.lower() not in split_map:
                 self.ignore(f"{where}:{split_name}", f"dataset split not read: not in suite.splits "
@@ -289,8 +294,21 @@ class HFDataset(TreeSuite):
                     self.ignore(where_row, "image missing (no bytes and no readable file): row not listed")
                     continue
                 path = str(self._store(store, data_bytes))
+                first_label, first_row = first_seen.setdefault(path, (label, where_row))
+                if first_label != label:
+                    self.ignore(where_row, f"the same image bytes as {first_row}, labelled "
+                                           f"{'fake' if label == FAKE else 'real'} here and "
+                                           f"{'fake' if first_label == FAKE else 'real'} there: row not listed")
+                    continue
                 generator = str(row.get(gen_col) or "").strip() if gen_col else ""
-                if label == REAL and self.config.get("shared_reals"):
+                shared_real = label == REAL and bool(self.config.get("shared_reals"))
+                key = (path, "" if shared_real else generator or default_generator, split)
+                if key in listed:
+                    self.ignore(where_row, f"the same image bytes as {listed[key]} (same split and generator): "
+                                           f"listed once")
+                    continue
+                listed[key] = where_row
+                if shared_real:
                     shared.append((path, split))
                     continue
                 generator = generator or default_generator
@@ -310,6 +328,10 @@ class HFDataset(TreeSuite):
                     self.ignore(path, f"real image of split {split}, which has no fakes to list it with")
                 samples += [Sample(path, REAL, g, split) for g in generators]
         self._write_metadata(store, metadata)
+        leaks = {s.path for s in samples if s.split == "test"} & {s.path for s in samples if s.split != "test"}
+        if leaks:
+            log.warning("suite '%s': %d image(s) are in the test split and in a training split (identical bytes)",
+                        self.name, len(leaks))
         yield from samples
 
     # -- generator metadata read from columns ----------------------------------------------

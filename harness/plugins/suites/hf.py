@@ -337,8 +337,10 @@ class HFDataset(TreeSuite):
     # -- generator metadata read from columns ----------------------------------------------
 
     def _metadata_path(self, store: Path) -> Path:
-        # Beside the store, not in it: the manifest watches the store's folder times.
-        return store.with_name(f"{store.name}.{GENERATORS_FILE}")
+        # Beside the store, not in it (the manifest watches the store's folder times), and named by
+        # the source: two local folders of the same name share a store but not their metadata.
+        source = hashlib.sha256(json.dumps(self.source()).encode()).hexdigest()[:12]
+        return store.with_name(f"{store.name}.{source}.{GENERATORS_FILE}")
 
     def _write_metadata(self, store: Path, metadata: dict) -> None:
         path = self._metadata_path(store)

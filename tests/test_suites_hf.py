@@ -167,3 +167,10 @@ def test_identical_bytes_are_listed_once_and_a_label_conflict_is_reported(tmp_pa
     assert reasons["test[1]"].startswith("the same image bytes as") and reasons["test[1]"].endswith("listed once")
     assert "labelled real here and fake there" in reasons["test[2]"]
     assert "1 image(s) are in the test split and in a training split" in caplog.text
+
+
+def test_streaming_and_the_arrow_cache_list_the_same_samples(dataset_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    streamed = sorted(map(tuple, (s.to_dict().values() for s in _suite(dataset_dir, tmp_path).scan())))
+    loaded = sorted(map(tuple, (s.to_dict().values() for s in _suite(dataset_dir, tmp_path, streaming=False).scan())))
+    assert streamed == loaded and len(streamed) == 28

@@ -130,7 +130,9 @@ def plan_samples(config: dict, protocol: Protocol, *, will_train: bool = True) -
         train_suite = test_suite
     else:
         train_suite = get_suite(protocol.train_suite)(config.get("train_suite", {}))
-    train_gens, test_gens = protocol.resolve_generators(test_suite.generators(), train_suite.generators())
+    train_gens, test_gens = protocol.resolve_generators(test_suite.generators(), train_suite.generators(),
+                                                        test_info=test_suite.generator_info(),
+                                                        train_info=train_suite.generator_info())
     test_all, test_hash = load_suite_samples(test_suite)
     if train_suite is test_suite:
         train_all, hashes = test_all, [test_hash]

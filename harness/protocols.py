@@ -13,6 +13,9 @@ A protocol file is a configuration layer like ``--config`` (it sits just below i
     metrics = ["acc", "real_acc", "fake_acc", "ap", "auc"]
     analyses = ["tde"]
     profile = "mini"                           # optional detector profile
+    train_released_before = "2023-01-01"       # optional: train on generators released before this date
+    test_released_after = "2023-01-01"         # optional: test on those released on or after it
+                                               #   (default: train_released_before)
 
     [suite]                                     # optional: settings of the test suite
     preset = "default"
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,7 @@ BENCHMARKS_ENV = "HARNESS_BENCHMARKS"
 SHIPPED_BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
 DEFAULT_METRICS = ["acc", "real_acc", "fake_acc", "ap", "auc"]
 _KEYS = {"description", "reference", "suite", "train_suite", "train_generators", "test_generators", "metrics",
-         "analyses", "profile", "name"}
+         "analyses", "profile", "name", "train_released_before", "test_released_after"}
 
 
 def benchmark_dirs() -> list[Path]:
@@ -81,6 +85,9 @@ class Protocol:
     description: str = ""
     reference: str = ""
     path: str | None = None
+    #: Time-ordered protocols: ISO dates compared with each generator's ``released`` fact.
+    train_released_before: str | None = None
+    test_released_after: str | None = None
 
     @classmethod
     def from_config(cls, section: dict[str, Any], *, name: str, path: str | None = None) -> "Protocol":
@@ -101,6 +108,8 @@ class Protocol:
             description=section.get("description", ""),
             reference=section.get("reference", ""),
             path=path,
+            train_released_before=_date(section.get("train_released_before"), "train_released_before", name),
+            test_released_after=_date(section.get("test_released_after"), "test_released_after", name),
         )
         bad = [m for m in proto.metrics if m not in SCORE_METRICS]
         if bad:
@@ -113,14 +122,50 @@ class Protocol:
             "train_generators": self.train_generators, "test_generators": self.test_generators,
             "metrics": self.metrics, "analyses": self.analyses, "profile": self.profile,
             "description": self.description, "reference": self.reference,
+            "train_released_before": self.train_released_before, "test_released_after": self.test_released_after,
         }
 
-    def resolve_generators(self, test_known: list[str], train_known: list[str]) -> tuple[list[str], list[str]]:
-        """The concrete (train, test) generator lists, checked against the suites' generators."""
-        return (
-            _pick(self.train_generators, train_known, "train_generators", self.train_suite),
-            _pick(self.test_generators, test_known, "test_generators", self.suite),
-        )
+    def resolve_generators(self, test_known: list[str], train_known: list[str], *,
+                           test_info: dict[str, dict] | None = None,
+                           train_info: dict[str, dict] | None = None) -> tuple[list[str], list[str]]:
+        """The concrete (train, test) generator lists, checked against the suites' generators.
+
+        With ``train_released_before`` (and ``test_released_after``, which defaults to it) the
+        lists keep the generators released before (on or after) the date, by the suites'
+        ``generator_info()``; generators without a release date are in neither.
+        """
+        train = _pick(self.train_generators, train_known, "train_generators", self.train_suite)
+        test = _pick(self.test_generators, test_known, "test_generators", self.suite)
+        before = self.train_released_before
+        after = self.test_released_after or before
+        if before:
+            train = _by_date(train, train_info or {}, lambda d: d < before, f"released before {before}",
+                             "train", self.train_suite)
+        if after:
+            test = _by_date(test, test_info or {}, lambda d: d >= after, f"released on or after {after}",
+                            "test", self.suite)
+        return train, test
+
+
+def _date(value, key: str, name: str) -> str | None:
+    """An ISO date (``YYYY-MM-DD``) as text, so that dates compare as strings."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        raise HarnessError(f"protocol '{name}': {key} must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def _by_date(generators: list[str], info: dict[str, dict], keep, wanted: str, role: str, suite: str) -> list[str]:
+    dated = {g: info[g]["released"] for g in generators if info.get(g, {}).get("released")}
+    picked = [g for g in generators if g in dated and keep(dated[g])]
+    if not picked:
+        undated = [g for g in generators if g not in dated]
+        known = ", ".join(f"{g} ({d})" for g, d in dated.items()) or "none"
+        raise HarnessError(f"no {role} generator of suite '{suite}' is {wanted}; release dates known: {known}"
+                           + (f"; without a date: {', '.join(undated)}" if undated else ""))
+    return picked
 
 
 def _generator_list(value, key: str, name: str) -> list[str] | str:

@@ -54,6 +54,9 @@ class Suite:
     defaults: ClassVar[dict[str, Any]] = {}
     #: Environment variable giving the default root, e.g. ``HARNESS_GENIMAGE_ROOT``.
     root_env: ClassVar[str | None] = None
+    #: Facts per generator, where known: ``family`` (gan, diffusion, closed, other) and
+    #: ``released`` (ISO date); what time-ordered protocols split on.
+    generator_facts: ClassVar[dict[str, dict[str, str]]] = {}
 
     def __init__(self, config: dict[str, Any] | None = None):
         self.config = merge(copy.deepcopy(self.defaults), config or {})
@@ -61,6 +64,10 @@ class Suite:
     def generators(self) -> list[str]:
         """Generator names in the order tables show them."""
         raise NotImplementedError
+
+    def generator_info(self) -> dict[str, dict[str, str]]:
+        """``{generator: {"family": ..., "released": "YYYY-MM-DD"}}`` for the generators with known facts."""
+        return {name: dict(facts) for name, facts in self.generator_facts.items()}
 
     def splits(self) -> list[str]:
         return ["train", "val", "test"]

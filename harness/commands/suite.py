@@ -40,6 +40,9 @@ def add_parser(subparsers) -> None:
     common(check)
     check.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                        help="decoding processes (default: min(8, CPU cores))")
+    check.add_argument("--against", metavar="NAME@VERSION",
+                       help="instead of decoding, compare the counts per generator, split and class with a "
+                            "published fingerprint (or a .json file) and list its known-bad files that are present")
     check.set_defaults(func=run_verify)
 
     build = actions.add_parser("build", help="build the embedded mini suite (also done on first use)")
@@ -157,6 +160,8 @@ def run_info(args) -> int:
 
 def run_verify(args) -> int:
     suite = make_suite(args)
+    if args.against:
+        return _verify_against(suite, args.against)
     manifest = load_manifest(suite)
     _print_header(suite, manifest)
     record = verify(manifest, workers=max(0, args.workers), progress=sys.stderr.isatty())
@@ -174,6 +179,41 @@ def run_verify(args) -> int:
         if more:
             print(more)
     return 1 if record["unreadable"] else 0
+
+
+def _verify_against(suite, spec: str) -> int:
+    """Published counts vs the local copy; 1 when a subset is missing or short."""
+    from harness.plugins.suites import fingerprints
+
+    fingerprint = fingerprints.load(spec)
+    if fingerprint["suite"] != suite.name:
+        raise HarnessError(f"fingerprint {spec} describes suite '{fingerprint['suite']}', not '{suite.name}'")
+    manifest = load_manifest(suite)
+    _print_header(suite, manifest)
+    result = fingerprints.compare(manifest.table, manifest.root, fingerprint)
+    print(f"against {fingerprint['suite']}@{fingerprint['version']} ({fingerprint['path']})")
+    print(f"source: {fingerprint['source']}")
+    if fingerprint.get("note"):
+        print(f"note: {fingerprint['note']}")
+    rows = [{"generator": c.generator, "split": c.split, "class": c.cls, "published": c.published,
+             "found": c.found, "status": c.status} for c in result["checks"]]
+    print(tabulate(rows, headers="keys", tablefmt="simple", showindex=False))
+    problems = [c for c in result["checks"] if c.problem]
+    present = result["known_bad_present"]
+    if fingerprint.get("known_bad"):
+        source = f" ({fingerprint['known_bad_source']})" if fingerprint.get("known_bad_source") else ""
+        print(f"known-bad files present: {len(present)} of {len(fingerprint['known_bad'])} listed{source}")
+        shown, more = _cut(present)
+        for path, reason in shown:
+            print(f"  {path}: {reason}")
+        if more:
+            print(more)
+    if problems:
+        print(f"{len(problems)} subset(s) missing or short: "
+              + ", ".join(f"{c.generator} {c.split} {c.cls}" for c in problems))
+    else:
+        print("every published count is there")
+    return 1 if problems else 0
 
 
 def _disk_usage(root: Path) -> tuple[int, int]:

@@ -6,6 +6,7 @@ from typing import Iterator
 
 from harness import hookimpl
 from harness.suite import FAKE, REAL, Sample
+from harness.plugins.suites._generators import facts
 from harness.plugins.suites._layout import TreeSuite, published_name
 
 GENERATORS = ["progan", "stylegan", "biggan", "cyclegan", "stargan", "gaugan", "stylegan2", "whichfaceisreal",
@@ -20,6 +21,13 @@ class AIGCDetect(TreeSuite):
     root_env = "HARNESS_AIGCDETECT_ROOT"
     layout = "<root>/<generator>/[<class>/]{0_real,1_fake}/* with generators " + ", ".join(GENERATORS)
     defaults = {"root": None}
+
+    generator_facts = facts({"progan": "ProGAN", "stylegan": "StyleGAN", "biggan": "BigGAN", "cyclegan": "CycleGAN",
+                             "stargan": "StarGAN", "gaugan": "GauGAN", "stylegan2": "StyleGAN2", "ADM": "ADM",
+                             "Glide": "GLIDE", "Midjourney": "Midjourney",
+                             "stable_diffusion_v_1_4": "Stable Diffusion 1.4",
+                             "stable_diffusion_v_1_5": "Stable Diffusion 1.5", "VQDM": "VQ-Diffusion",
+                             "wukong": "Wukong", "DALLE2": "DALL-E 2"})
 
     def generators(self) -> list[str]:
         return list(GENERATORS)

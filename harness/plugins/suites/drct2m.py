@@ -9,6 +9,7 @@ from typing import Iterator
 
 from harness import hookimpl
 from harness.suite import FAKE, REAL, Sample
+from harness.plugins.suites._generators import facts
 from harness.plugins.suites._layout import TreeSuite, stable_fraction
 
 GENERATORS = [
@@ -40,6 +41,11 @@ class DRCT2M(TreeSuite):
     # fake of the same stem in that generator. val_fraction: hash-based share of train2017
     # held out as val (by stem, so a real and its fake stay together).
     defaults = {"root": None, "generators": None, "reals": "all", "val_fraction": 0.1}
+
+    generator_facts = facts({"stable-diffusion-v1-4": "Stable Diffusion 1.4",
+                             "stable-diffusion-v1-5": "Stable Diffusion 1.5",
+                             "stable-diffusion-2-1": "Stable Diffusion 2.1",
+                             "stable-diffusion-xl-base-1.0": "Stable Diffusion XL 1.0"})
 
     def generators(self) -> list[str]:
         return list(self.config.get("generators") or GENERATORS)

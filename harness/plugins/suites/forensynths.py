@@ -8,6 +8,7 @@ from typing import Iterator
 
 from harness import hookimpl
 from harness.suite import FAKE, REAL, Sample
+from harness.plugins.suites._generators import facts
 from harness.plugins.suites._layout import TreeSuite, published_name
 
 TEST_GENERATORS = ["progan", "stylegan", "biggan", "cyclegan", "stargan", "gaugan", "crn", "imle", "seeingdark",
@@ -28,6 +29,12 @@ class ForenSynths(TreeSuite):
     # classes: only these LSUN classes in train/val (default all); diffusion_root: UnivFD's
     # diffusion_datasets folder (default <root>/diffusion_datasets when it exists).
     defaults = {"root": None, "classes": None, "diffusion_root": None}
+
+    generator_facts = facts({"progan": "ProGAN", "stylegan": "StyleGAN", "biggan": "BigGAN", "cyclegan": "CycleGAN",
+                             "stargan": "StarGAN", "gaugan": "GauGAN", "crn": "CRN", "imle": "IMLE",
+                             "stylegan2": "StyleGAN2", "guided": "ADM", "ldm_200": "Latent Diffusion",
+                             "ldm_200_cfg": "Latent Diffusion", "ldm_100": "Latent Diffusion",
+                             "glide_100_27": "GLIDE", "glide_50_27": "GLIDE", "glide_100_10": "GLIDE"})
 
     def generators(self) -> list[str]:
         return TEST_GENERATORS + list(DIFFUSION_REALS)

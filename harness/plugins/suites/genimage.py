@@ -8,6 +8,7 @@ from typing import Iterator
 from harness import hookimpl
 from harness.errors import HarnessError
 from harness.suite import FAKE, REAL, Sample
+from harness.plugins.suites._generators import facts
 from harness.plugins.suites._layout import TreeSuite, child_dir, pairs_by_stem, stable_fraction, subdirs
 
 #: Generator folders in the paper's table order, with the inner folder of the distributed archives.
@@ -37,6 +38,11 @@ class GenImage(TreeSuite):
     defaults = {"root": None, "val_fraction": 0.1, "generators": None}
     #: Table order of the generator folders; others follow by name.
     order = list(GENERATORS)
+
+    generator_facts = facts({"stable_diffusion_v_1_4": "Stable Diffusion 1.4",
+                             "stable_diffusion_v_1_5": "Stable Diffusion 1.5", "Midjourney": "Midjourney",
+                             "ADM": "ADM", "wukong": "Wukong", "glide": "GLIDE", "VQDM": "VQ-Diffusion",
+                             "BigGAN": "BigGAN"})
 
     def generators(self) -> list[str]:
         try:

@@ -398,6 +398,24 @@ def corruption_table(recs: list[dict]) -> Table | None:
                         "'jpeg none' is the clean image.", lambda name, x: f"{name} {_num(x)}")
 
 
+def calibration_table(recs: list[dict]) -> Table | None:
+    """Pooled calibration of each record, and what a metadata-only baseline reaches on the same split."""
+    keys = ("ece", "ece_balanced", "nll", "brier", "metadata_baseline_acc")
+    with_any = [r for r in recs if any(r["metrics"]["summary"].get(k) is not None for k in keys)]
+    if not with_any:
+        return None
+    rows, sort_keys = [], []
+    for r in with_any:
+        values = [r["metrics"]["summary"].get(k) for k in keys]
+        rows.append([_row_name(r)] + [_num(v) for v in values[:4]] + [_pct(values[4])])
+        sort_keys.append([_row_name(r).lower()] + values)
+    return Table("Calibration (pooled test set) and shortcuts", ["Detector", "ECE", "ECE (class-balanced)", "NLL",
+                 "Brier", "Solvable without pixels (%)"], rows, sort_keys,
+                 "P(fake) = sigmoid(logit); ECE over 10 equal-width bins, the balanced variant weights each class "
+                 "to one half; 'solvable without pixels' is the accuracy of the metadata-only baseline (format, "
+                 "JPEG quality, size) trained on the train split.")
+
+
 def tde_table(recs: list[dict]) -> Table | None:
     with_stats = [r for r in recs if (r.get("tde") or {}).get("stats")]
     if not with_stats:
@@ -738,7 +756,8 @@ def build_benchmark(bench_dir: Path) -> list[Path]:
     tables: list[tuple[Table, list[str] | None]] = []
     if recs:
         tables.append((accuracy_table(benchmark, recs), [r["kind"] for r in recs]))
-        extra = masking_tables(reproduced) + [corruption_table(reproduced), tde_table(reproduced)]
+        extra = masking_tables(reproduced) + [corruption_table(reproduced), tde_table(reproduced),
+                                              calibration_table(recs)]
         tables += [(table, None) for table in extra if table is not None]
         tables.append((provenance_table(recs, names), [r["kind"] for r in recs]))
     readme = bench_dir / "README.md"

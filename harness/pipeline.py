@@ -27,7 +27,7 @@ from harness.analysis import AnalysisContext
 from harness.checkpoints import sha256_file
 from harness.errors import HarnessError
 from harness.manifest import load_manifest
-from harness.metrics import check_direction, evaluate, metrics_frame
+from harness.metrics import check_direction, evaluate, metrics_frame, plot_reliability
 from harness.registry import get_analysis, get_detector, get_suite
 from harness.protocols import Protocol, protocol_layer
 from harness.reports import write_result
@@ -289,6 +289,8 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
     frames = [test_df] + ([val_df] if val_df is not None else [])
     pd.concat(frames, ignore_index=True).to_csv(run.dir / "scores.csv", index=False)
     metrics_frame(measured["per_generator"], measured["overall"]).to_csv(run.dir / "metrics.csv")
+    plot_reliability(test_df, plan.test_generators, run.dir / "reliability.png",
+                     title=f"Reliability of {detector.name} on {protocol.name}")
     results = {
         "schema": RESULTS_SCHEMA,
         "detector": detector.name,

@@ -400,13 +400,16 @@ def corruption_table(recs: list[dict]) -> Table | None:
 
 def calibration_table(recs: list[dict]) -> Table | None:
     """Pooled calibration of each record, and what a metadata-only baseline reaches on the same split."""
-    keys = ("ece", "ece_balanced", "nll", "brier", "metadata_baseline_acc")
-    with_any = [r for r in recs if any(r["metrics"]["summary"].get(k) is not None for k in keys)]
+    def values_of(r: dict) -> list:
+        baseline = ((r.get("analyses") or {}).get("metadata-baseline") or {}).get("acc")
+        return [r["metrics"]["summary"].get(k) for k in ("ece", "ece_balanced", "nll", "brier")] + [baseline]
+
+    with_any = [r for r in recs if any(v is not None for v in values_of(r))]
     if not with_any:
         return None
     rows, sort_keys = [], []
     for r in with_any:
-        values = [r["metrics"]["summary"].get(k) for k in keys]
+        values = values_of(r)
         rows.append([_row_name(r)] + [_num(v) for v in values[:4]] + [_pct(values[4])])
         sort_keys.append([_row_name(r).lower()] + values)
     return Table("Calibration (pooled test set) and shortcuts", ["Detector", "ECE", "ECE (class-balanced)", "NLL",

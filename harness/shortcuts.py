@@ -185,3 +185,91 @@ def class_table(meta: pd.DataFrame, generators: Sequence[str] | None = None) -> 
                          "median WxH": f"{int(sub['width'].median())}x{int(sub['height'].median())}",
                          "median KiB": sub["size"].median() / 1024})
     return pd.DataFrame(rows)
+
+
+# -- protocol switches against shortcuts (eval.reencode, eval.match) --------------------------------------------
+
+#: ``eval.reencode`` formats: Pillow format name and whether a quality is required.
+REENCODE_FORMATS = {"jpeg": ("JPEG", True), "webp": ("WEBP", True), "png": ("PNG", False)}
+
+
+def reencoder(spec: str):
+    """``(transform, key)`` for ``eval.reencode``: ``"jpeg:95"``, ``"webp:90"`` or ``"png"``.
+
+    The transform encodes the decoded image in that format (Pillow) and decodes it again, the
+    same for real and fake images, so that no class keeps the traces of its own encoder. PNG
+    is lossless: it changes the container, not the pixels a detector sees.
+    """
+    from harness.errors import HarnessError
+
+    name, _, quality = str(spec).strip().lower().partition(":")
+    if name not in REENCODE_FORMATS:
+        raise HarnessError(f"eval.reencode = '{spec}': unknown format '{name}'; use jpeg:Q, webp:Q (Q in 1..100) or png")
+    pil_format, needs_quality = REENCODE_FORMATS[name]
+    if needs_quality and not (quality.isdigit() and 1 <= int(quality) <= 100):
+        raise HarnessError(f"eval.reencode = '{spec}': give a quality in 1..100, e.g. '{name}:95'")
+    if not needs_quality and quality:
+        raise HarnessError(f"eval.reencode = '{spec}': '{name}' takes no quality")
+    options = {"quality": int(quality)} if quality else {}
+    if name == "png":
+        log.warning("eval.reencode = 'png' is lossless: the detector sees the same pixels as without it")
+
+    def transform(img: Image.Image) -> Image.Image:
+        import io
+
+        buffer = io.BytesIO()
+        img.save(buffer, format=pil_format, **options)
+        buffer.seek(0)
+        with Image.open(buffer) as decoded:
+            return decoded.convert("RGB")
+
+    return transform, f"reencode:{name}" + (f":{int(quality)}" if quality else "")
+
+
+#: ``eval.match`` strata: the format in the content and the file size in bins of a factor sqrt(2).
+def _size_bin(size) -> int:
+    return int(np.floor(2 * np.log2(max(1, int(size)))))
+
+
+def match_classes(samples: Sequence[Sample]) -> tuple[list[Sample], list[str]]:
+    """``eval.match``: per generator, the subset whose real and fake images are matched on format
+    and file size. Within each (format, size bin) stratum the larger class keeps as many images
+    as the smaller one has (a stable, path-hashed choice); strata with one class are dropped.
+    Returns the kept samples (in their order) and a line per generator saying what was kept."""
+    samples = list(samples)
+    meta = metadata_table(samples)
+    strata: dict[tuple, list[list[int]]] = {}
+    for i, row in enumerate(meta.itertuples()):
+        if row.error is not None and not pd.isna(row.error):
+            continue  # unreadable: scoring reports it; matching cannot place it
+        key = (row.generator, row.format, _size_bin(row.size))
+        strata.setdefault(key, [[], []])[row.label].append(i)
+    keep: set[int] = set()
+    for reals, fakes in strata.values():
+        n = min(len(reals), len(fakes))
+        for members in (reals, fakes):
+            keep.update(sorted(members, key=lambda i: _stable_rank(samples[i]))[:n])
+    kept = [s for i, s in enumerate(samples) if i in keep]
+    notes = []
+    for generator in dict.fromkeys(s.generator for s in samples):
+        before = sum(s.generator == generator for s in samples)
+        after = sum(s.generator == generator for s in kept)
+        notes.append(f"eval.match: generator {generator} keeps {after} of {before} test images matched on format "
+                     f"and file size" + ("; none match, so it is left out" if after == 0 else ""))
+    return kept, notes
+
+
+def per_format_metrics(test: pd.DataFrame) -> dict:
+    """Metrics per source format (as the file name says), pooled and per generator: whether a
+    detector's accuracy is the same on PNG and JPEG images of one class and the other."""
+    from harness.images import format_of_name
+    from harness.metrics import binary_metrics
+
+    formats = test["path"].map(format_of_name)
+    out = {}
+    for fmt in sorted(set(formats)):
+        part = test[formats == fmt]
+        out[fmt] = {"overall": binary_metrics(part["label"].to_numpy(), part["logit"].to_numpy()),
+                    "per_generator": {g: binary_metrics(p["label"].to_numpy(), p["logit"].to_numpy())
+                                      for g, p in part.groupby("generator", sort=False)}}
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -147,3 +148,82 @@ def test_metadata_baseline_analysis_reaches_results_and_the_leaderboard(suite_ro
     row = next(line for line in page.splitlines() if "Solvable" not in line and "| tiny-residual" in line
                and f"{100 * baseline['acc']:.1f}" in line)
     assert f"{results['metrics']['summary']['brier']:.4g}" in row
+
+
+# -- eval.reencode, eval.match, per-format metrics ---------------------------------------------------------------
+
+def test_reencoder_specs_and_output():
+    from harness.errors import HarnessError
+    from harness.images import jpeg_roundtrip
+    from harness.shortcuts import reencoder
+
+    for bad in ("jpeg", "jpeg:0", "jpeg:101", "gif:50", "png:9", "webp:x"):
+        with pytest.raises(HarnessError, match="eval.reencode"):
+            reencoder(bad)
+    img = Image.fromarray(real_image(np.random.default_rng(3), 32))
+    transform, key = reencoder("JPEG:75")
+    assert key == "reencode:jpeg:75"
+    assert np.array_equal(np.asarray(transform(img)), np.asarray(jpeg_roundtrip(img, 75)))
+    webp, key = reencoder("webp:60")
+    out = np.asarray(webp(img), dtype=int)
+    assert key == "reencode:webp:60" and out.shape == (32, 32, 3) and np.abs(out - np.asarray(img)).mean() > 1
+    png, _ = reencoder("png")
+    assert np.array_equal(np.asarray(png(img)), np.asarray(img))  # lossless: same pixels
+
+
+def test_match_keeps_equal_classes_per_format_and_size_stratum(suite_root):
+    from harness.shortcuts import _size_bin, match_classes
+
+    samples = [s for s in _samples(suite_root) if s.split == "test"]
+    kept, notes = match_classes(samples)
+    assert not any(s.generator == "shortcut" for s in kept)  # JPEG reals, PNG fakes: nothing matches
+    assert any("generator shortcut keeps 0 of 60" in n and "left out" in n for n in notes)
+    # brute force: per (format, size bin) stratum, both classes keep min(n_real, n_fake)
+    meta = metadata_table([s for s in samples if s.generator == "matched"])
+    meta["bin"] = meta["size"].map(_size_bin)
+    expected = sum(2 * min((g.label == 0).sum(), (g.label == 1).sum()) for _, g in meta.groupby(["format", "bin"]))
+    assert len(kept) == expected > 20
+    kept_meta = metadata_table(kept)
+    kept_meta["bin"] = kept_meta["size"].map(_size_bin)
+    counts = kept_meta.groupby(["format", "bin"]).label.value_counts().unstack(fill_value=0)
+    assert (counts[0] == counts[1]).all()
+
+
+def _run(suite_root, tmp_path, monkeypatch, *extra) -> dict:
+    monkeypatch.chdir(tmp_path)
+    tiny_detector.install(get_plugins())
+    det = TinyResidualDetector()
+    weights = save_checkpoint(tmp_path / "w.safetensors", det.checkpoint_state(), det.config)
+    out = tmp_path / f"runs{len(list(tmp_path.glob('runs*')))}"
+    assert main(["run", "--detector", "tiny-residual", "--suite", "folder", "--set", f"suite.root={suite_root}",
+                 "--out", str(out), "--weights", str(weights), "--set", "eval.workers=0",
+                 "--set", "eval.bootstrap=20", *extra]) == 0
+    return json.loads((next(out.iterdir()) / "results.json").read_text())
+
+
+def test_run_reports_metrics_per_source_format(suite_root, tmp_path, monkeypatch):
+    results = _run(suite_root, tmp_path, monkeypatch)
+    assert results["shortcut_controls"] == {"reencode": None, "match": False}
+    per_format = results["per_format"]
+    assert set(per_format) == {"JPEG", "PNG"}
+    assert per_format["PNG"]["overall"]["n"] == 30 and per_format["PNG"]["overall"]["n_real"] == 0
+    assert per_format["JPEG"]["overall"]["n"] == 90
+    scores = pd.read_csv(Path(results["run_dir"]) / "scores.csv")
+    png = scores[(scores.split == "test") & scores.path.str.endswith(".png")]
+    assert per_format["PNG"]["per_generator"]["shortcut"]["fake_acc"] == pytest.approx((png.logit >= 0).mean())
+
+
+def test_run_with_reencode_and_match(suite_root, tmp_path, monkeypatch):
+    from harness.images import jpeg_roundtrip, load_image
+
+    results = _run(suite_root, tmp_path, monkeypatch, "--set", "eval.reencode=jpeg:75", "--set", "eval.match=true")
+    assert results["shortcut_controls"] == {"reencode": "jpeg:75", "match": True}
+    assert any("generator shortcut keeps 0 of 60" in w for w in results["plan_warnings"])
+    assert "shortcut" not in results["metrics"]["per_generator"] and set(results["per_format"]) == {"JPEG"}
+    scores = pd.read_csv(Path(results["run_dir"]) / "scores.csv")
+    test = scores[scores.split == "test"]
+    assert set(test.generator) == {"matched"} and (test.label == 0).sum() == (test.label == 1).sum()
+    det = TinyResidualDetector()
+    for row in test.head(6).itertuples():
+        x = det.preprocess([jpeg_roundtrip(load_image(row.path), 75)])[0][None]
+        assert row.logit == pytest.approx(float(det(x).detach()), abs=1e-5)

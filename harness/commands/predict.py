@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
                         help="image file, folder (recursive), CSV with a 'path' column, or '-' (paths on stdin)")
     parser.add_argument("--detector", required=True, metavar="NAME", help="detector name (harness list detectors)")
     parser.add_argument("--weights", metavar="PATH",
-                        help="checkpoint to load (required unless the detector carries its own weights)")
+                        help="checkpoint to load (required unless the detector carries its own weights; then "
+                             "weights_sha256 is the sha256 over the loaded tensors)")
     parser.add_argument("--out", metavar="FILE", help="output file (default: standard output)")
     parser.add_argument("--format", choices=("csv", "jsonl"), help="output format (default: by --out's extension, "
                                                                    "else csv)")

@@ -125,3 +125,14 @@ def test_analysis_scores_every_chain_with_identity_points_cache_and_figure(tmp_p
     detector.forwards = 0
     corr.CorruptionsAnalysis(config).run(context)
     assert detector.forwards == 0
+
+
+def test_chain_conditions_become_leaderboard_curves():
+    from harness.records import corruption_section
+
+    summary = {"mAcc": {"jpeg none": 0.9, "double_jpeg none": 0.9, "double_jpeg q=90>70": 0.6, "webp none": 0.9,
+                        "webp q=80": 0.7, "social none": 0.9, "social scale=0.5,q=80": 0.55}}
+    section = corruption_section(summary)
+    assert section["double_jpeg"]["x"] == ["none", "90>70"] and section["double_jpeg"]["y"] == [0.9, 0.6]
+    assert section["webp"]["x"] == ["none", 80.0]
+    assert section["social"]["x"] == ["none", "0.5,q=80"] and section["social"]["y"] == [0.9, 0.55]

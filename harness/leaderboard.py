@@ -398,6 +398,27 @@ def corruption_table(recs: list[dict]) -> Table | None:
                         "'jpeg none' is the clean image.", lambda name, x: f"{name} {_num(x)}")
 
 
+def calibration_table(recs: list[dict]) -> Table | None:
+    """Pooled calibration of each record, and what a metadata-only baseline reaches on the same split."""
+    def values_of(r: dict) -> list:
+        baseline = ((r.get("analyses") or {}).get("metadata-baseline") or {}).get("acc")
+        return [r["metrics"]["summary"].get(k) for k in ("ece", "ece_balanced", "nll", "brier")] + [baseline]
+
+    with_any = [r for r in recs if any(v is not None for v in values_of(r))]
+    if not with_any:
+        return None
+    rows, sort_keys = [], []
+    for r in with_any:
+        values = values_of(r)
+        rows.append([_row_name(r)] + [_num(v) for v in values[:4]] + [_pct(values[4])])
+        sort_keys.append([_row_name(r).lower()] + values)
+    return Table("Calibration (pooled test set) and shortcuts", ["Detector", "ECE", "ECE (class-balanced)", "NLL",
+                 "Brier", "Solvable without pixels (%)"], rows, sort_keys,
+                 "P(fake) = sigmoid(logit); ECE over 10 equal-width bins, the balanced variant weights each class "
+                 "to one half; 'solvable without pixels' is the accuracy of the metadata-only baseline (format, "
+                 "JPEG quality, size) trained on the train split.")
+
+
 def tde_table(recs: list[dict]) -> Table | None:
     with_stats = [r for r in recs if (r.get("tde") or {}).get("stats")]
     if not with_stats:
@@ -738,7 +759,8 @@ def build_benchmark(bench_dir: Path) -> list[Path]:
     tables: list[tuple[Table, list[str] | None]] = []
     if recs:
         tables.append((accuracy_table(benchmark, recs), [r["kind"] for r in recs]))
-        extra = masking_tables(reproduced) + [corruption_table(reproduced), tde_table(reproduced)]
+        extra = masking_tables(reproduced) + [corruption_table(reproduced), tde_table(reproduced),
+                                              calibration_table(recs)]
         tables += [(table, None) for table in extra if table is not None]
         tables.append((provenance_table(recs, names), [r["kind"] for r in recs]))
     readme = bench_dir / "README.md"

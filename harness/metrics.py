@@ -7,6 +7,13 @@ probabilities cannot tie.
 
 Metrics that a subset cannot define (AUC with one class, say) are ``None``, never NaN, so
 that ``results.json`` stays strict JSON.
+
+Calibration treats sigmoid(logit) as the stated P(fake): ``ece`` is the expected calibration
+error over :data:`ECE_BINS` equal-width bins of P(fake) (sum over bins of the bin's share of
+images times |fraction of fakes - mean P(fake)| in it), ``ece_balanced`` the same with each
+class weighted to half of the total (so a test set of 90% reals cannot hide a miscalibrated
+fake class), ``nll`` the mean negative log-likelihood (log loss, natural log) and ``brier``
+the mean squared error of P(fake).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
     balanced_accuracy_score,
+    brier_score_loss,
     roc_auc_score,
     roc_curve,
 )
@@ -32,11 +40,17 @@ log = logging.getLogger(__name__)
 METRICS = (
     "n", "n_real", "n_fake", "acc", "real_acc", "fake_acc", "balanced_acc", "ap", "auc", "eer",
     "tpr_at_fpr_1", "tpr_at_fpr_5", "acc_val_threshold", "val_threshold", "oracle_acc", "oracle_threshold",
+    "ece", "ece_balanced", "nll", "brier",
 )
+#: Calibration metrics (lower is better); the summary carries them for the pooled test set.
+CALIBRATION_METRICS = ("ece", "ece_balanced", "nll", "brier")
+#: Equal-width bins of P(fake) for the ECE and the reliability diagram (Guo et al. 2017 use 15;
+#: 10 keeps a few hundred images per generator from leaving most bins near-empty).
+ECE_BINS = 10
 #: Metrics that describe how good a detector is (the ones a table or a protocol may pick).
 SCORE_METRICS = (
     "acc", "real_acc", "fake_acc", "balanced_acc", "ap", "auc", "eer",
-    "tpr_at_fpr_1", "tpr_at_fpr_5", "acc_val_threshold", "oracle_acc",
+    "tpr_at_fpr_1", "tpr_at_fpr_5", "acc_val_threshold", "oracle_acc", "ece", "ece_balanced", "nll", "brier",
 )
 
 
@@ -104,6 +118,60 @@ def tpr_at_fpr(labels: np.ndarray, logits: np.ndarray, max_fpr: float) -> float:
     return float(tpr[fpr <= max_fpr + 1e-12].max())
 
 
+def reliability_bins(labels, logits, n_bins: int = ECE_BINS, weights=None) -> pd.DataFrame:
+    """Per equal-width bin of P(fake) over [0, 1] (the last bin closed): weight, mean P(fake),
+    fraction of fakes. Empty bins have weight 0 and NaN means."""
+    labels = np.asarray(labels, dtype=np.float64)
+    probs = sigmoid(logits)
+    weights = np.ones_like(probs) if weights is None else np.asarray(weights, dtype=np.float64)
+    index = np.minimum((probs * n_bins).astype(int), n_bins - 1)
+    total = np.bincount(index, weights=weights, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(index, weights=weights * probs, minlength=n_bins) / total
+        frequency = np.bincount(index, weights=weights * labels, minlength=n_bins) / total
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return pd.DataFrame({"lo": edges[:-1], "hi": edges[1:], "weight": total,
+                         "mean_p_fake": confidence, "fraction_fake": frequency})
+
+
+def expected_calibration_error(labels, logits, n_bins: int = ECE_BINS, balanced: bool = False) -> float | None:
+    """ECE over equal-width bins of P(fake); ``balanced`` weights each class to half the total."""
+    labels = np.asarray(labels, dtype=int)
+    if labels.size == 0:
+        return None
+    weights = None
+    if balanced:
+        n_fake = int(labels.sum())
+        n_real = labels.size - n_fake
+        if n_fake == 0 or n_real == 0:
+            return None
+        weights = np.where(labels == 1, 0.5 / n_fake, 0.5 / n_real)
+    bins = reliability_bins(labels, logits, n_bins, weights)
+    used = bins[bins.weight > 0]
+    share = used.weight / used.weight.sum()
+    return float((share * (used.fraction_fake - used.mean_p_fake).abs()).sum())
+
+
+def negative_log_likelihood(labels, logits) -> float | None:
+    """Mean -log P(true class), computed from logits (softplus) so saturated scores stay finite."""
+    labels = np.asarray(labels, dtype=int)
+    if labels.size == 0:
+        return None
+    logits = np.asarray(logits, dtype=np.float64)
+    return float(np.mean(np.logaddexp(0.0, np.where(labels == 1, -logits, logits))))
+
+
+def calibration_metrics(labels, logits) -> dict[str, float | None]:
+    labels = np.asarray(labels, dtype=int)
+    empty = labels.size == 0
+    return {
+        "ece": expected_calibration_error(labels, logits),
+        "ece_balanced": expected_calibration_error(labels, logits, balanced=True),
+        "nll": negative_log_likelihood(labels, logits),
+        "brier": None if empty else float(brier_score_loss(labels, sigmoid(logits), pos_label=1)),
+    }
+
+
 def binary_metrics(labels: Sequence[int], logits: Sequence[float], val_threshold: float | None = None) -> dict[str, Any]:
     """All per-subset metrics of one set of labelled logits (see :data:`METRICS`).
 
@@ -136,6 +204,7 @@ def binary_metrics(labels: Sequence[int], logits: Sequence[float], val_threshold
         "val_threshold": val_threshold,
     }
     out["oracle_threshold"], out["oracle_acc"] = best_threshold(labels, logits)
+    out.update(calibration_metrics(labels, logits))
     return {key: out[key] for key in METRICS}
 
 
@@ -200,8 +269,9 @@ def evaluate(
         per_generator[gen] = binary_metrics(labels, logits, val_threshold)
         groups.append((labels, logits))
     overall = binary_metrics(test["label"].to_numpy(), test["logit"].to_numpy(), val_threshold)
-    return {"per_generator": per_generator, "overall": overall,
-            "summary": summarize(per_generator, groups, n_boot=n_boot, seed=seed)}
+    summary = summarize(per_generator, groups, n_boot=n_boot, seed=seed)
+    summary.update({key: overall[key] for key in CALIBRATION_METRICS})  # pooled: the leaderboard shows them
+    return {"per_generator": per_generator, "overall": overall, "summary": summary}
 
 
 def summarize(per_generator: dict[str, dict], groups, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -219,6 +289,36 @@ def summarize(per_generator: dict[str, dict], groups, *, n_boot: int = 1000, see
         "worst_acc": accs[worst],
         "mAcc_ci95": list(ci) if ci else None,
     }
+
+
+def plot_reliability(test: pd.DataFrame, generators: Sequence[str], path, title: str = "", n_bins: int = ECE_BINS):
+    """Reliability diagram: fraction of fakes against mean P(fake) per bin, pooled (bold) and per
+    generator (thin), with the share of images per bin below."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.2, 6.0), layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    for gen in generators:
+        part = test[test["generator"] == gen]
+        if len(part):
+            bins = reliability_bins(part["label"], part["logit"], n_bins)
+            top.plot(bins.mean_p_fake, bins.fraction_fake, marker=".", alpha=0.5, linewidth=1, label=str(gen))
+    pooled = reliability_bins(test["label"], test["logit"], n_bins)
+    ece = expected_calibration_error(test["label"], test["logit"], n_bins)
+    top.plot(pooled.mean_p_fake, pooled.fraction_fake, color="black", marker="o", linewidth=2,
+             label=f"all (ECE {ece:.3f})" if ece is not None else "all")
+    top.set_ylabel("fraction of fakes")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.legend(fontsize=7)
+    top.set_title(title or f"Reliability diagram ({n_bins} equal-width bins)", fontsize=10)
+    bottom.bar((pooled.lo + pooled.hi) / 2, pooled.weight / max(1.0, pooled.weight.sum()), width=1 / n_bins,
+               color="grey", edgecolor="black")
+    bottom.set_xlabel("P(fake) = sigmoid(logit)")
+    bottom.set_ylabel("share of images")
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def check_direction(labels: Sequence[int], logits: Sequence[float], *, where: str) -> dict[str, Any]:

@@ -28,12 +28,13 @@ from harness.compare import in_context
 from harness.checkpoints import sha256_file
 from harness.errors import HarnessError
 from harness.manifest import load_manifest
-from harness.metrics import check_direction, evaluate, metrics_frame
+from harness.metrics import check_direction, evaluate, metrics_frame, plot_reliability
 from harness.registry import get_analysis, get_detector, get_suite
 from harness.protocols import Protocol, protocol_layer
 from harness.reports import write_result
 from harness.runs import Run, seed_everything, select_device, start_run
 from harness.scoring import default_cache_dir, effective_precision, score_samples
+from harness.shortcuts import match_classes, per_format_metrics, reencoder
 from harness.suite import Sample
 from harness.training import TrainingStopped, train
 
@@ -208,6 +209,25 @@ def _eval_settings(config: dict) -> dict[str, Any]:
     }
 
 
+def shortcut_controls(config: dict, plan: Plan) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``eval.reencode`` (a transform applied to both classes before scoring) and ``eval.match``
+    (the test split cut to images matched on format and file size across classes; ``plan``
+    is changed in place). Returns what the results record and the scoring arguments."""
+    ev = config.get("eval", {})
+    controls = {"reencode": ev.get("reencode") or None, "match": bool(ev.get("match", False))}
+    scoring: dict[str, Any] = {}
+    if controls["reencode"]:
+        transform, key = reencoder(controls["reencode"])
+        scoring = {"transform": transform, "transform_key": key}
+    if controls["match"]:
+        plan.test, notes = match_classes(plan.test)
+        plan.warnings += notes
+        if not plan.test:
+            raise HarnessError("eval.match left no test images: no generator has real and fake images of the same "
+                               "format and file size (run 'harness suite info' to see the mix, or try eval.reencode)")
+    return controls, scoring
+
+
 def _start(config: dict, label: str) -> Run:
     """Rank 0 creates the run folder; every rank then uses that same folder."""
     main = distributed.is_main_process()
@@ -245,18 +265,20 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
             log.warning("analysis '%s' skipped: %s", name, reason)
         will_train = not config["run"].get("weights") and detector_cls.trainable
         plan = plan_samples(config, protocol, will_train=will_train)
+        controls, control_scoring = shortcut_controls(config, plan)
         # Building a suite may draw random numbers; the model's initialisation must not depend on it.
         seed_everything(run.seed)
         detector = detector_cls(config["detector"])
         weights = _obtain_weights(detector, config, plan, run)
         compile_for_inference(detector, config)
         settings = _eval_settings(config)
+        settings.update(control_scoring)
         test_df = score_samples(detector, plan.test, device=run.device, desc="test", **settings)
         val_df = score_samples(detector, plan.val, device=run.device, desc="val", **settings) if plan.val else None
         if not main:
             distributed.barrier()  # wait for rank 0's analyses and reports
             return None
-        results = _report(config, protocol, plan, run, detector, weights, test_df, val_df, analyses, skipped)
+        results = _report(config, protocol, plan, run, detector, weights, test_df, val_df, analyses, skipped, controls)
         distributed.barrier()
         return results
     finally:
@@ -265,7 +287,7 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
 
 
 def _report(config, protocol, plan, run, detector, weights, test_df, val_df, analyses,
-            analyses_skipped: dict[str, str]) -> dict[str, Any]:
+            analyses_skipped: dict[str, str], controls: dict[str, Any] | None = None) -> dict[str, Any]:
     ev = config.get("eval", {})
     measured = evaluate(test_df, val_df, generators=plan.test_generators,
                         n_boot=int(ev.get("bootstrap", 1000)), seed=run.seed)
@@ -292,6 +314,8 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
     frames = [test_df] + ([val_df] if val_df is not None else [])
     pd.concat(frames, ignore_index=True).to_csv(run.dir / "scores.csv", index=False)
     metrics_frame(measured["per_generator"], measured["overall"]).to_csv(run.dir / "metrics.csv")
+    plot_reliability(test_df, plan.test_generators, run.dir / "reliability.png",
+                     title=f"Reliability of {detector.name} on {protocol.name}")
     results = {
         "schema": RESULTS_SCHEMA,
         "detector": detector.name,
@@ -307,6 +331,9 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
         "manifest_hash": plan.manifest_hash,
         "plan_warnings": plan.warnings,
         "metrics": measured,
+        # eval.reencode / eval.match as applied, and the metrics per source format (file extension)
+        "shortcut_controls": controls or {"reencode": None, "match": False},
+        "per_format": per_format_metrics(test_df),
         "direction_check": direction,
         "analyses": summaries,
         "analyses_skipped": analyses_skipped,

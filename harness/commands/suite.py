@@ -15,6 +15,7 @@ from harness import config as cfg
 from harness.errors import HarnessError
 from harness.manifest import Manifest, load_manifest, verify
 from harness.registry import get_suite
+from harness.shortcuts import DEFAULT_PER_GROUP
 
 SHOW = 20  # file lists longer than this are cut, with a count of the rest
 
@@ -34,6 +35,9 @@ def add_parser(subparsers) -> None:
     common(info)
     info.add_argument("--refresh", action="store_true", help="walk the tree again even if the manifest looks current")
     info.add_argument("--checksums", action="store_true", help="add SHA-256 of every file to the manifest")
+    info.add_argument("--per-group", type=int, default=DEFAULT_PER_GROUP, metavar="N",
+                      help="file headers read per generator, split and class for the shortcut checks (a stable "
+                           f"choice; default {DEFAULT_PER_GROUP}; 0: all)")
     info.set_defaults(func=run_info)
 
     check = actions.add_parser("verify", help="decode every file (in parallel) and list the unreadable ones")
@@ -113,6 +117,34 @@ def shortcut_warnings(table: pd.DataFrame) -> list[str]:
     return warnings
 
 
+def print_shortcuts(manifest: Manifest, generators: list[str], per_group: int) -> None:
+    """Per generator and class: format, JPEG quality, dimensions, size; a warning per generator
+    that one of them separates; and the metadata-only baseline's accuracy."""
+    from harness.plugins.detectors.metadata import solvability
+    from harness.shortcuts import class_table, metadata_table, select, separability_warnings
+
+    samples = select(manifest.samples, per_group)
+    meta = metadata_table(samples, progress=sys.stderr.isatty())
+    readable = meta[meta["error"].isna()]
+    if readable.empty:
+        print("shortcut checks: no readable file headers")
+        return
+    limit = f"up to {per_group} files per generator, split and class" if per_group else "every file"
+    print(f"per generator and class, from file headers ({limit}; JPEG quality estimated from the "
+          "quantisation tables):")
+    print(tabulate(class_table(meta, generators), headers="keys", tablefmt="simple", showindex=False, floatfmt=".1f"))
+    for line in separability_warnings(meta):
+        print(f"warning: {line}")
+    if len(readable) < len(meta):
+        print(f"{len(meta) - len(readable)} file headers could not be read (see 'unreadable files' below)")
+    print()
+    solvable = solvability(meta, generators)
+    print("solvable without pixels: accuracy of a metadata-only baseline (format, JPEG quality, width, height, "
+          "file size; random forest):")
+    print(tabulate(solvable, headers="keys", tablefmt="simple", showindex=False, floatfmt=".3f", missingval="-"))
+    print()
+
+
 def _print_header(suite, manifest: Manifest) -> None:
     print(f"suite: {suite.name}" + (f" - {suite.description}" if suite.description else ""))
     print(f"root: {manifest.root}")
@@ -133,6 +165,7 @@ def run_info(args) -> int:
     for line in shortcut_warnings(table):
         print(f"warning: {line}")
     print()
+    print_shortcuts(manifest, suite.generators(), args.per_group)
     problems = [(p, "zero-byte file") for p in table.loc[table["size"] == 0, "path"]]
     problems += [(p, "listed but missing") for p in table.loc[table["size"] < 0, "path"]]
     last = manifest.last_verify()

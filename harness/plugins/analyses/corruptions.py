@@ -1,4 +1,6 @@
-"""Corruption robustness: JPEG, Gaussian blur and resizing (PPL section 5.2, Fig. 6(a)).
+"""Corruption robustness: JPEG, Gaussian blur and resizing (PPL section 5.2, Fig. 6(a)), and the
+real-world degradation chains beside them (double JPEG, WebP, AVIF, Gaussian noise, resize then
+JPEG as social platforms do, OpenCV's JPEG encoder), off unless their options list levels.
 
 Each corruption is applied to the decoded image (PIL, before the detector's input policy),
 identically to real and fake images, and the corrupted images are scored through the score
@@ -9,6 +11,9 @@ which is the clean scoring itself: ``jpeg`` none (JPEG at quality 100 is still l
 
 from __future__ import annotations
 
+import io
+import logging
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,7 +29,11 @@ from harness.metrics import binary_metrics
 from harness.scoring import score_samples
 from harness.plugins.analyses.tde import analysis_workers, cache_dir_for, generator_order, skipped_table, stable_subsample
 
+log = logging.getLogger(__name__)
+
 KINDS = ("jpeg", "blur", "resize")
+#: Degradation chains, each with its own identity point ``<kind> none`` and its own figure panel.
+CHAIN_KINDS = ("double_jpeg", "webp", "avif", "noise", "social", "opencv_jpeg")
 
 
 def jpeg(quality: int) -> Callable[[Image.Image], Image.Image]:
@@ -43,6 +52,86 @@ def resize(scale: float) -> Callable[[Image.Image], Image.Image]:
     return apply
 
 
+def pillow_bytes(img: Image.Image, fmt: str, quality: int) -> bytes:
+    """``img`` encoded by Pillow in ``fmt`` (``JPEG``, ``WEBP``, ``AVIF``) at ``quality``."""
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, quality=int(quality))
+    return buffer.getvalue()
+
+
+def opencv_jpeg_bytes(img: Image.Image, quality: int) -> bytes:
+    """``img`` encoded as JPEG by OpenCV (``cv2.imencode``), whose output differs from Pillow's at
+    the same quality; CNNDetection's augmentation uses both encoders."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(np.asarray(img)[:, :, ::-1]),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {img.size} image as JPEG")
+    return encoded.tobytes()
+
+
+def decode(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as decoded:
+        return decoded.convert("RGB")
+
+
+def double_jpeg(first: int, second: int) -> Callable[[Image.Image], Image.Image]:
+    return lambda img: decode(pillow_bytes(decode(pillow_bytes(img, "JPEG", first)), "JPEG", second))
+
+
+def webp(quality: int) -> Callable[[Image.Image], Image.Image]:
+    return lambda img: decode(pillow_bytes(img, "WEBP", quality))
+
+
+def avif(quality: int) -> Callable[[Image.Image], Image.Image]:
+    return lambda img: decode(pillow_bytes(img, "AVIF", quality))
+
+
+def gaussian_noise(std: float, seed: int = 0) -> Callable[[Image.Image], Image.Image]:
+    """Additive Gaussian noise of standard deviation ``std`` in 8-bit units, rounded and clipped.
+
+    The noise is drawn from a generator seeded by ``seed`` and the image's own pixels, so the
+    same image always gets the same noise (scores stay cacheable) and two images different noise.
+    """
+    def apply(img: Image.Image) -> Image.Image:
+        pixels = np.asarray(img)
+        rng = np.random.default_rng([int(seed), zlib.crc32(pixels.tobytes())])
+        noisy = pixels.astype(np.float64) + rng.normal(0.0, float(std), pixels.shape)
+        return Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8))
+    return apply
+
+
+def social(scale: float, quality: int) -> Callable[[Image.Image], Image.Image]:
+    """What sharing platforms do to an upload: downscale (bicubic) by ``scale``, then JPEG at ``quality``."""
+    return lambda img: decode(pillow_bytes(resize(scale)(img), "JPEG", quality))
+
+
+def opencv_jpeg(quality: int) -> Callable[[Image.Image], Image.Image]:
+    return lambda img: decode(opencv_jpeg_bytes(img, quality))
+
+
+def _opencv_version() -> str:
+    import cv2
+
+    return cv2.__version__
+
+
+def chain_skip_reason(kind: str) -> str | None:
+    """Why a degradation cannot run here (a reported skip), or None."""
+    if kind == "avif":
+        from PIL import features
+
+        if not features.check("avif"):
+            return "this Pillow has no AVIF support (PIL.features.check('avif') is False)"
+    if kind == "opencv_jpeg":
+        try:
+            import cv2  # noqa: F401
+        except ImportError:
+            return "OpenCV is not installed (pip install opencv-python-headless)"
+    return None
+
+
 @dataclass(frozen=True)
 class Level:
     """One point of a corruption curve; ``transform`` None marks the identity point."""
@@ -51,10 +140,12 @@ class Level:
     value: float | None
     label: str
     transform: Callable[[Image.Image], Image.Image] | None
+    #: What else the output depends on (the noise seed, the OpenCV version): part of the cache key.
+    cache_tag: str = ""
 
     @property
     def key(self) -> str | None:
-        return None if self.transform is None else f"corruption:{self.label}"
+        return None if self.transform is None else f"corruption:{self.label}{self.cache_tag}"
 
 
 def levels(kind: str, values: list) -> list[Level]:
@@ -83,6 +174,45 @@ def levels(kind: str, values: list) -> list[Level]:
     return sorted(out, key=lambda level: level.value)
 
 
+def _quality(value, key: str) -> int:
+    if not (isinstance(value, (int, float)) and float(value).is_integer() and 1 <= int(value) <= 100):
+        raise HarnessError(f"analyses.corruptions.{key}: JPEG/WebP/AVIF qualities must be integers in 1..100, "
+                           f"got {value!r}")
+    return int(value)
+
+
+def _pair(value, key: str, example: str) -> tuple:
+    if not (isinstance(value, (list, tuple)) and len(value) == 2):
+        raise HarnessError(f"analyses.corruptions.{key}: each level is a pair like {example}, got {value!r}")
+    return tuple(value)
+
+
+def chain_levels(kind: str, values: list, seed: int = 0) -> list[Level]:
+    """A degradation chain's curve: its identity point ``<kind> none``, then the levels as given."""
+    out = [Level(kind, None, f"{kind} none", None)]
+    for v in values:
+        if kind == "double_jpeg":
+            q1, q2 = (_quality(q, kind) for q in _pair(v, kind, "[90, 70] (first, second quality)"))
+            out.append(Level(kind, None, f"double_jpeg q={q1}>{q2}", double_jpeg(q1, q2)))
+        elif kind == "social":
+            scale, quality = _pair(v, kind, "[0.5, 80] (downscale factor, JPEG quality)")
+            if not (isinstance(scale, (int, float)) and 0 < float(scale) <= 1):
+                raise HarnessError(f"analyses.corruptions.social: the scale must lie in (0, 1], got {scale!r}")
+            quality = _quality(quality, kind)
+            out.append(Level(kind, None, f"social scale={float(scale):g},q={quality}", social(float(scale), quality)))
+        elif kind == "noise":
+            if not (isinstance(v, (int, float)) and float(v) > 0):
+                raise HarnessError(f"analyses.corruptions.noise: std values (8-bit units) must be > 0, got {v!r}")
+            out.append(Level(kind, float(v), f"noise std={float(v):g}", gaussian_noise(float(v), seed),
+                             cache_tag=f"|seed={int(seed)}"))
+        else:
+            quality = _quality(v, kind)
+            make = {"webp": webp, "avif": avif, "opencv_jpeg": opencv_jpeg}[kind]
+            tag = f"|opencv={_opencv_version()}" if kind == "opencv_jpeg" else ""
+            out.append(Level(kind, float(quality), f"{kind} q={quality}", make(quality), cache_tag=tag))
+    return out
+
+
 def metrics_rows(frame: pd.DataFrame, level: Level, generators: list[str]) -> list[dict[str, Any]]:
     rows = []
     for generator in generators + ["all"]:
@@ -98,12 +228,20 @@ def metrics_rows(frame: pd.DataFrame, level: Level, generators: list[str]) -> li
 
 class CorruptionsAnalysis(Analysis):
     name = "corruptions"
-    description = "Accuracy per generator under JPEG compression, Gaussian blur and resizing."
+    description = ("Accuracy per generator under JPEG, blur and resizing, and optional degradation chains "
+                   "(double JPEG, WebP, AVIF, noise, resize+JPEG, OpenCV JPEG).")
     reference = "PPL, Sec. 5.2, Fig. 6(a)"
     defaults: dict[str, Any] = {
         "jpeg": [100, 90, 80, 70, 60],
         "blur": [0.5, 1.0, 1.5, 2.0, 2.5],
         "resize": [0.6, 0.8, 1.0, 1.2, 1.4],
+        # degradation chains: [] leaves one out; examples in docs/analyses.md
+        "double_jpeg": [],         # [[first, second] JPEG quality], e.g. [[90, 70], [70, 90]]
+        "webp": [],                # WebP qualities, e.g. [90, 70, 50]
+        "avif": [],                # AVIF qualities (where Pillow has AVIF), e.g. [80, 50]
+        "noise": [],               # Gaussian noise std in 8-bit units, e.g. [2, 5, 10]
+        "social": [],              # [[downscale factor, JPEG quality]], e.g. [[0.75, 85], [0.5, 75]]
+        "opencv_jpeg": [],         # OpenCV encoder qualities (needs opencv-python-headless), e.g. [90, 70]
         "batch_size": None,        # None: the run's eval.batch_size, else 64
         "workers": None,
         "max_per_group": 0,        # 0: every image
@@ -119,8 +257,18 @@ class CorruptionsAnalysis(Analysis):
         batch_size = int(cfg["batch_size"] or context.config.get("eval", {}).get("batch_size") or 64)
         cache_dir = cache_dir_for(cfg, context)
         rows, skipped, scored = [], {}, {}
-        for kind in KINDS:
-            for level in levels(kind, list(cfg[kind])):
+        curves = [(kind, levels(kind, list(cfg[kind]))) for kind in KINDS]
+        chains_skipped = {}
+        for kind in CHAIN_KINDS:
+            if not cfg[kind]:
+                continue
+            if reason := chain_skip_reason(kind):
+                log.warning("corruptions: %s skipped: %s", kind, reason)
+                chains_skipped[kind] = reason
+                continue
+            curves.append((kind, chain_levels(kind, list(cfg[kind]), int(cfg["seed"]))))
+        for kind, curve in curves:
+            for level in curve:
                 if level.key not in scored:
                     scored[level.key] = score_samples(
                         context.detector, samples, device=context.device, batch_size=batch_size,
@@ -132,7 +280,11 @@ class CorruptionsAnalysis(Analysis):
         summary_table = mean_accuracy_table(per_generator)
         context.out_dir.mkdir(parents=True, exist_ok=True)
         figures = {"curves": plot_curves(per_generator, generators, context.out_dir / "corruptions.png",
-                                         context.detector.name)}
+                                         context.detector.name, KINDS)}
+        chains = [kind for kind, _ in curves if kind in CHAIN_KINDS]
+        if chains:
+            figures["chains"] = plot_curves(per_generator, generators, context.out_dir / "degradations.png",
+                                            context.detector.name, chains, title="Degradation chains")
         tables = {"summary": summary_table, "per_generator": per_generator}
         if skipped:
             tables["skipped"] = skipped_table(sorted(skipped.items()))
@@ -141,6 +293,8 @@ class CorruptionsAnalysis(Analysis):
             "skipped": len(skipped),
             "mAcc": {row.condition: _round(row.mAcc) for row in summary_table.itertuples()},
         }
+        if chains_skipped:
+            summary["degradations_skipped"] = chains_skipped
         return AnalysisResult(tables=tables, figures=figures, summary=summary)
 
 
@@ -161,13 +315,14 @@ def mean_accuracy_table(per_generator: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_curves(per_generator: pd.DataFrame, generators: list[str], path, name: str):
+def plot_curves(per_generator: pd.DataFrame, generators: list[str], path, name: str, kinds=KINDS,
+                title: str = "Corruption robustness"):
     """One panel per corruption: accuracy per generator (thin) and the mean over generators (bold)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13.0, 3.8), layout="constrained")
-    axes = fig.subplots(1, len(KINDS), sharey=True)
-    for ax, kind in zip(axes, KINDS):
+    fig = Figure(figsize=(max(4.5, 4.35 * len(kinds)), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(kinds), sharey=True))
+    for ax, kind in zip(axes, kinds):
         rows = per_generator[per_generator.corruption == kind]
         conditions = list(dict.fromkeys(rows.condition))
         ticks = np.arange(len(conditions))
@@ -181,7 +336,7 @@ def plot_curves(per_generator: pd.DataFrame, generators: list[str], path, name: 
         ax.set_ylim(0, 1.02)
     axes[0].set_ylabel("accuracy (logit >= 0 is fake)")
     axes[-1].legend(fontsize=7)
-    fig.suptitle(f"Corruption robustness ({name})", fontsize=10)
+    fig.suptitle(f"{title} ({name})", fontsize=10)
     fig.savefig(path, dpi=110)
     return path
 

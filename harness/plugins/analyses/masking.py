@@ -1,8 +1,11 @@
 """Masking robustness: random grid-cell masking, one square of growing size, TDE-targeted masking.
 
 All masking happens on the detector's input in [0, 1] pixel space (before normalisation),
-the cells filled with ``fill``. An image is called fake when its logit is >= 0 (the metrics'
-convention). Definitions: ``docs/analyses.md``.
+the cells filled by ``fill``: ``zero`` (black, pixel value 0: the default, as before), ``mean``
+(the detector's normalisation mean, i.e. zero after normalisation), ``blur`` (a Gaussian-blurred
+copy of the image) or a constant in [0, 1]. The PPL paper's "set to zero" fits both of the first
+two readings. An image is called fake when its logit is >= 0 (the metrics' convention).
+Definitions: ``docs/analyses.md``.
 """
 
 from __future__ import annotations
@@ -40,15 +43,62 @@ def random_cells(key: str, seed: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, zlib.crc32(key.encode())]).permutation(n)
 
 
+FILLS = ("zero", "mean", "blur")
+
+
+def parse_fill(value) -> str | float:
+    """``fill``: one of :data:`FILLS`, or a constant pixel value in [0, 1]."""
+    if isinstance(value, str) and value in FILLS:
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= float(value) <= 1:
+        return "zero" if float(value) == 0 else float(value)
+    raise HarnessError(f"analyses.masking.fill = {value!r}: use one of {', '.join(FILLS)} or a constant in [0, 1]")
+
+
+def blur_sigma(cfg_sigma, cell_px: float) -> float:
+    """The blur fill's sigma in input pixels: as configured, or ("auto") half a grid cell's side,
+    so that the cell keeps its colours but loses the fine detail detectors read."""
+    sigma = cell_px / 2 if cfg_sigma in (None, "auto") else float(cfg_sigma)
+    if sigma <= 0:
+        raise HarnessError(f"analyses.masking.blur_sigma must be > 0, got {cfg_sigma!r}")
+    return sigma
+
+
+def fill_values(x: torch.Tensor, fill: str | float, detector, sigma: float = 1.0) -> torch.Tensor | float:
+    """What masked pixels become: a scalar, a per-channel tensor ``[C, 1, 1]`` (``mean``), or a
+    per-image tensor of ``x``'s shape (``blur``)."""
+    if fill == "zero":
+        return 0.0
+    if isinstance(fill, float):
+        return fill
+    if fill == "mean":
+        mean = detector.input_policy(False).mean
+        if mean is None:  # no normalisation: its zero is the input's zero
+            return 0.0
+        return torch.tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    from torchvision.transforms.functional import gaussian_blur
+
+    h, w = x.shape[-2:]
+    kernel = min(2 * int(np.ceil(3 * sigma)) + 1, 2 * min(h, w) - 1)  # reflect padding needs pad < side
+    flat = x.reshape(-1, *x.shape[-3:])
+    return gaussian_blur(flat, [kernel, kernel], [sigma, sigma]).view_as(x)
+
+
 @torch.no_grad()
 def forward_masked(detector, x: torch.Tensor, image_index: torch.Tensor, masks: torch.Tensor, *,
-                   fill: float = 0.0, batch_size: int = 256, amp: bool = True) -> torch.Tensor:
-    """Logits of ``x[image_index[v]]`` with ``masks[v]`` filled, for every variant v, in full batches."""
+                   fill: float | torch.Tensor = 0.0, batch_size: int = 256, amp: bool = True) -> torch.Tensor:
+    """Logits of ``x[image_index[v]]`` with ``masks[v]`` filled, for every variant v, in full batches.
+
+    ``fill`` is a scalar, a tensor that broadcasts over one image, or one fill image per input
+    image (a tensor of ``x``'s shape, indexed like ``x``)."""
+    per_image = isinstance(fill, torch.Tensor) and fill.shape == x.shape
     out = torch.empty(len(image_index), device=x.device)
     with autocast(x.device, enabled=amp):
         for start in range(0, len(image_index), batch_size):
             stop = min(start + batch_size, len(image_index))
-            out[start:stop] = detector(apply_masks(x[image_index[start:stop]], masks[start:stop], fill)).float()
+            index = image_index[start:stop]
+            values = fill[index] if per_image else fill
+            out[start:stop] = detector(apply_masks(x[index], masks[start:stop], values)).float()
     return out
 
 
@@ -70,7 +120,8 @@ class MaskingAnalysis(Analysis):
     reference = "PPL, Fig. 3(b) and Fig. 6(b)"
     defaults: dict[str, Any] = {
         "grid": "auto",                  # m; "auto" = the detector's token grid, else 8
-        "fill": 0.0,
+        "fill": "zero",                  # zero | mean | blur | a constant in [0, 1] (module docstring)
+        "blur_sigma": "auto",            # blur fill: sigma in input pixels; auto = half a grid cell
         "ratios": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
         "seeds": [0, 1, 2],
         "square_sizes": [0.125, 0.25, 0.375, 0.5],   # square side as a fraction of the input side
@@ -93,7 +144,10 @@ class MaskingAnalysis(Analysis):
         detector, device = context.detector, context.device
         m = resolve_grid(detector, cfg["grid"])
         n = m * m
-        fill, amp = float(cfg["fill"]), bool(cfg["amp"])
+        fill, amp = parse_fill(cfg["fill"]), bool(cfg["amp"])
+        # TDE ranks the cells for targeted masking by the tde analysis' own definition (a constant
+        # fill); with the mean or blur fill the ranking stays the zero-filled TDE.
+        tde_fill = fill if isinstance(fill, float) else 0.0
         batch_size = variant_batch_size(cfg["batch_size"], device)
         ratios = [float(r) for r in cfg["ratios"]]
         if any(not 0 <= r < 1 for r in ratios):
@@ -108,18 +162,21 @@ class MaskingAnalysis(Analysis):
         skipped: list[tuple[str, str]] = []
         if fractions:
             frame, maps, skipped = compute_tde(
-                detector, samples, device=device, m=m, fill=fill, batch_size=batch_size,
+                detector, samples, device=device, m=m, fill=tde_fill, batch_size=batch_size,
                 images_per_batch=int(cfg["images_per_batch"]), workers=workers, cache_dir=cache_dir_for(cfg, context))
             tde_maps = dict(zip(frame.path, maps.reshape(len(maps), n)))
 
         clean_rows, random_rows, square_rows, targeted_rows = [], [], [], []
         seen_skips = {path for path, _ in skipped}
+        sigma = None
         loop_skipped: list[tuple[str, str]] = []
         for indices, x in iter_inputs(detector, samples, device=device, batch_size=int(cfg["images_per_batch"]),
                                       workers=workers, skipped=loop_skipped, desc="masking"):
             batch = [samples[i] for i in indices]
             h, w = x.shape[-2:]
             b = len(batch)
+            sigma = blur_sigma(cfg["blur_sigma"], min(h, w) / m) if fill == "blur" else None
+            values = fill_values(x, fill, detector, sigma or 1.0)
             common = [{"path": s.path, "generator": s.generator, "label": s.label} for s in batch]
             clean = forward_masked(detector, x, torch.arange(b, device=device),
                                    torch.zeros(b, h, w, dtype=torch.bool, device=device), batch_size=batch_size,
@@ -136,7 +193,7 @@ class MaskingAnalysis(Analysis):
                     cells[c * b + i, orders[seed][i][:k]] = True
             masks = cells_to_mask(cells.view(-1, m, m).to(device), h, w)
             index = torch.arange(b, device=device).repeat(len(conditions))
-            logits = forward_masked(detector, x, index, masks, fill=fill, batch_size=batch_size, amp=amp).cpu()
+            logits = forward_masked(detector, x, index, masks, fill=values, batch_size=batch_size, amp=amp).cpu()
             for c, (r, seed) in enumerate(conditions):
                 for i in range(b):
                     random_rows.append({**common[i], "ratio": r, "masked_cells": round(r * n), "seed": seed,
@@ -149,7 +206,7 @@ class MaskingAnalysis(Analysis):
                 squares = square_masks(h, w, side, device=device)
                 p = len(positions)
                 index = torch.arange(b, device=device).repeat_interleave(p)
-                logits = forward_masked(detector, x, index, squares.repeat(b, 1, 1), fill=fill,
+                logits = forward_masked(detector, x, index, squares.repeat(b, 1, 1), fill=values,
                                         batch_size=batch_size, amp=amp).cpu().view(b, p)
                 for i in range(b):
                     # The worst square pushes the logit furthest towards the wrong class.
@@ -174,7 +231,7 @@ class MaskingAnalysis(Analysis):
                             row += 1
                 masks = cells_to_mask(cells.view(-1, m, m).to(device), h, w)
                 index = torch.tensor(have, device=device).repeat(len(ks) * 2)
-                logits = forward_masked(detector, x, index, masks, fill=fill, batch_size=batch_size, amp=amp).cpu()
+                logits = forward_masked(detector, x, index, masks, fill=values, batch_size=batch_size, amp=amp).cpu()
                 row = 0
                 for f, k in zip(fractions, ks):
                     for which in ("top", "bottom"):
@@ -188,8 +245,10 @@ class MaskingAnalysis(Analysis):
         tables: dict[str, pd.DataFrame] = {}
         figures = {}
         context.out_dir.mkdir(parents=True, exist_ok=True)
-        summary: dict[str, Any] = {"grid": m, "fill": fill, "images": len(clean_rows),
+        summary: dict[str, Any] = {"grid": m, "fill": fill, "tde_fill": tde_fill, "images": len(clean_rows),
                                    "skipped": len(skipped)}
+        if fill == "blur":
+            summary["blur_sigma"] = sigma
         if clean_rows:
             summary["recall_clean"], summary["acc_clean"] = map(_round, recall_and_accuracy(
                 clean_frame.label.to_numpy(), clean_frame.logit.to_numpy()))

@@ -16,7 +16,7 @@ import tiny_detector
 from fakedata import real_image
 from harness.checkpoints import save_checkpoint
 from harness.cli import main
-from harness.plugins.detectors.metadata import solvability, train_test_accuracy
+from harness.plugins.analyses.metadata_baseline import solvability, train_test_accuracy
 from harness.registry import get_plugins
 from harness.shortcuts import (
     IJG_LUMINANCE,

@@ -45,6 +45,8 @@ def test_info_shows_counts_format_mix_and_zero_byte_files(tree, capsys):
     assert "format shortcut: 100% of reals are JPEG but 100% of fakes are PNG" in out
     assert "unreadable files: 1 (file sizes only" in out and "empty.png: zero-byte file" in out
     assert "Thumbs.db: not an image file name" in out
+    facts = next(l for l in out.split("generators (family")[1].splitlines() if l.startswith("ADM"))
+    assert facts.split() == ["ADM", "diffusion", "2021-05-11"]  # ADM's paper (arXiv 2105.05233)
 
     assert main(["suite", "info", "genimage", "--set", f"suite.root={tree}"]) == 0
     assert "read from cache, tree unchanged" in capsys.readouterr().out

@@ -120,7 +120,7 @@ def shortcut_warnings(table: pd.DataFrame) -> list[str]:
 def print_shortcuts(manifest: Manifest, generators: list[str], per_group: int) -> None:
     """Per generator and class: format, JPEG quality, dimensions, size; a warning per generator
     that one of them separates; and the metadata-only baseline's accuracy."""
-    from harness.plugins.detectors.metadata import solvability
+    from harness.plugins.analyses.metadata_baseline import solvability
     from harness.shortcuts import class_table, metadata_table, select, separability_warnings
 
     samples = select(manifest.samples, per_group)
@@ -159,6 +159,12 @@ def run_info(args) -> int:
     _print_header(suite, manifest)
     print()
     print(tabulate(counts_table(table, suite.generators()), headers="keys", tablefmt="simple", showindex=False))
+    facts = suite.generator_info()
+    if facts:
+        print()
+        print("generators (family, release date; protocols can split on the date):")
+        print(tabulate([{"generator": g, **f} for g, f in facts.items()], headers="keys", tablefmt="simple",
+                       missingval="-"))
     print()
     print("format and size mix per class:")
     print(tabulate(format_mix(table), headers="keys", tablefmt="simple", showindex=False, floatfmt=".2f"))

@@ -31,7 +31,7 @@ from harness.metrics import check_direction, evaluate, metrics_frame
 from harness.registry import get_analysis, get_detector, get_suite
 from harness.protocols import Protocol, protocol_layer
 from harness.reports import write_result
-from harness.runs import Run, seed_everything, select_device, start_run
+from harness.runs import Run, run_folder_writes, seed_everything, select_device, start_run
 from harness.scoring import default_cache_dir, effective_precision, score_samples
 from harness.suite import Sample
 from harness.training import TrainingStopped, train
@@ -287,8 +287,9 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
 
     skipped = list(test_df.attrs.get("skipped", [])) + (list(val_df.attrs.get("skipped", [])) if val_df is not None else [])
     frames = [test_df] + ([val_df] if val_df is not None else [])
-    pd.concat(frames, ignore_index=True).to_csv(run.dir / "scores.csv", index=False)
-    metrics_frame(measured["per_generator"], measured["overall"]).to_csv(run.dir / "metrics.csv")
+    with run_folder_writes(run.dir):
+        pd.concat(frames, ignore_index=True).to_csv(run.dir / "scores.csv", index=False)
+        metrics_frame(measured["per_generator"], measured["overall"]).to_csv(run.dir / "metrics.csv")
     results = {
         "schema": RESULTS_SCHEMA,
         "detector": detector.name,
@@ -315,11 +316,12 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
         "run_dir": str(run.dir),
     }
     # not Run.write_json: its sorted keys would lose the table order of per_generator
-    tmp = run.dir / "results.json.tmp"
-    tmp.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False, default=str))
-    tmp.replace(run.dir / "results.json")
     table = paper_table({detector.name: measured}, plan.test_generators)
-    run.dir.joinpath("table.md").write_text(tabulate(table, headers="keys", tablefmt="github", floatfmt=".1f") + "\n")
+    with run_folder_writes(run.dir):
+        tmp = run.dir / "results.json.tmp"
+        tmp.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False, default=str))
+        tmp.replace(run.dir / "results.json")
+        run.dir.joinpath("table.md").write_text(tabulate(table, headers="keys", tablefmt="github", floatfmt=".1f") + "\n")
     return results
 
 

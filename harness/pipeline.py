@@ -27,7 +27,7 @@ from harness.analysis import AnalysisContext
 from harness.checkpoints import sha256_file
 from harness.errors import HarnessError
 from harness.manifest import load_manifest
-from harness.metrics import check_direction, evaluate, metrics_frame
+from harness.metrics import check_direction, evaluate, metrics_frame, missing_classes
 from harness.registry import get_analysis, get_detector, get_suite
 from harness.protocols import Protocol, protocol_layer
 from harness.reports import write_result
@@ -115,6 +115,18 @@ def _selection_warnings(test_all: list[Sample], test: list[Sample], test_gens: l
             warnings.append(f"generator {generator} has only {only} test images: its accuracy is the {only} "
                             "images' accuracy alone, and it still counts in mAcc")
     return warnings
+
+
+def scored_class_warnings(test: list[Sample], test_df: pd.DataFrame, test_gens: list[str]) -> list[str]:
+    """Generators that had test images of both classes but lost every image of one in scoring (unreadable
+    files): their accuracy is then the other class's alone, which the selection warnings cannot see."""
+    planned: dict[str, set[int]] = {}
+    for s in test:
+        planned.setdefault(s.generator, set()).add(int(s.label))
+    both = [g for g in test_gens if len(planned.get(g, ())) == 2]
+    return [f"generator {gen} has no scored {' or '.join(classes)} test images (every one was skipped, see "
+            f"'skipped'): its accuracy is the other class's alone"
+            for gen, classes in missing_classes(test_df, both).items()]
 
 
 def plan_samples(config: dict, protocol: Protocol, *, will_train: bool = True) -> Plan:
@@ -264,6 +276,9 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
 def _report(config, protocol, plan, run, detector, weights, test_df, val_df, analyses,
             analyses_skipped: dict[str, str]) -> dict[str, Any]:
     ev = config.get("eval", {})
+    for warning in scored_class_warnings(plan.test, test_df, plan.test_generators):
+        log.warning(warning)
+        plan.warnings.append(warning)
     measured = evaluate(test_df, val_df, generators=plan.test_generators,
                         n_boot=int(ev.get("bootstrap", 1000)), seed=run.seed)
     if val_df is not None and len(val_df):

@@ -444,17 +444,6 @@ def _scores(run_dir: Path):
     return frame
 
 
-def missing_classes(test, generators: list[str]) -> list[str]:
-    """``generator: no scored real/fake images`` for each generator that lost a whole class."""
-    out = []
-    for gen in generators:
-        present = set(test.loc[test["generator"] == gen, "label"].astype(int))
-        absent = [name for label, name in ((0, "real"), (1, "fake")) if label not in present]
-        if absent:
-            out.append(f"{gen}: no scored {' or '.join(absent)} images")
-    return out
-
-
 def _differences(stored: Any, recomputed: Any, where: str) -> list[str]:
     if isinstance(recomputed, dict):
         stored = stored if isinstance(stored, dict) else {}
@@ -476,7 +465,7 @@ def _differences(stored: Any, recomputed: Any, where: str) -> list[str]:
 def recompute_metrics(run_dir: Path, config: dict, results: dict, *, force: bool = False) -> dict:
     """The run's metrics computed again from its ``scores.csv``; refuses a results.json that disagrees
     (edited by hand) and, unless ``force``, a generator with no scored image of one class."""
-    from harness.metrics import evaluate
+    from harness.metrics import evaluate, missing_classes
 
     scores = _scores(run_dir)
     test = scores[scores["split"] == "test"]
@@ -484,8 +473,9 @@ def recompute_metrics(run_dir: Path, config: dict, results: dict, *, force: bool
     generators = [str(g) for g in results.get("test_generators") or []]
     lost = missing_classes(test, generators)
     if lost and not force:
-        raise HarnessError(f"{run_dir}: " + "; ".join(lost) + ": its accuracy would be one class's alone (see "
-                           "plan_warnings in results.json); pass --force to file it anyway")
+        listed = "; ".join(f"{gen}: no scored {' or '.join(classes)} images" for gen, classes in lost.items())
+        raise HarnessError(f"{run_dir}: {listed}: its accuracy would be one class's alone (see plan_warnings in "
+                           "results.json); pass --force to file it anyway")
     ev = config.get("eval") or {}
     measured = _finite(evaluate(test, val if len(val) else None, generators=generators,
                                   n_boot=int(ev.get("bootstrap", 1000)), seed=int(results.get("seed") or 0)))

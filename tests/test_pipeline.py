@@ -220,3 +220,14 @@ def test_matrix_trains_on_each_generator_and_tests_on_all(env, capsys):
             assert matrix.loc[gen, test_gen] == pytest.approx(100 * results["metrics"]["per_generator"][test_gen]["acc"])
     assert "trained on" in out and "*" in out
     assert main(args + ["--weights", "x.safetensors"]) == 2
+
+
+def test_a_generator_whose_reals_all_fail_to_decode_is_a_plan_warning(env):
+    det = TinyResidualDetector()
+    weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)
+    for real in (env / "data" / "test" / "g2" / "0_real").iterdir():
+        real.write_bytes(real.read_bytes()[:60])  # a PNG cut short: listed, but it cannot be decoded
+    results = harness_run(env, "--weights", str(weights))
+    assert len(results["skipped"]) == 6
+    assert "generator g2 has no scored real test images" in " ".join(results["plan_warnings"])
+    assert results["metrics"]["per_generator"]["g2"]["real_acc"] is None  # fakes alone: the warning says why

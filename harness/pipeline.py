@@ -217,10 +217,27 @@ def _eval_settings(config: dict) -> dict[str, Any]:
     }
 
 
+def suite_folders(config: dict) -> list[Path]:
+    """The folders the protocol's suites are read from, as set by ``suite.root`` or the suite's root
+    variable (a CSV suite: its file's folder)."""
+    protocol = config.get("protocol") or {}
+    folders = []
+    for name, section in ((protocol.get("suite"), config.get("suite")),
+                          (protocol.get("train_suite"), config.get("train_suite", config.get("suite")))):
+        if not name:
+            continue
+        env = getattr(get_suite(name), "root_env", None)
+        raw = (section or {}).get("root") or (os.environ.get(env) if env else None)
+        if raw:
+            root = Path(str(raw)).expanduser().resolve()
+            folders.append(root.parent if root.is_file() else root)
+    return folders
+
+
 def _start(config: dict, label: str) -> Run:
-    """Rank 0 creates the run folder; every rank then uses that same folder."""
+    """Rank 0 creates the run folder (outside the suites' folders); every rank then uses that same folder."""
     main = distributed.is_main_process()
-    run = start_run(config, label, is_main_process=main) if main else None
+    run = start_run(config, label, is_main_process=main, outside=suite_folders(config)) if main else None
     run_dir = distributed.broadcast(str(run.dir) if main else None)
     if not main:
         config = copy.deepcopy(config)

@@ -170,11 +170,16 @@ class Run:
         return path
 
 
-def start_run(config: dict, label: str, is_main_process: bool = True) -> Run:
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def start_run(config: dict, label: str, is_main_process: bool = True, outside: list[Path] = ()) -> Run:
     """Create the run folder, write the resolved configuration and environment, start the log.
 
     ``run.dir`` names the folder; an existing run folder is reused only for the same configuration
-    (to resume it), apart from :data:`RESUMABLE_KEYS`.
+    (to resume it), apart from :data:`RESUMABLE_KEYS`. The folder may not lie inside any of the
+    ``outside`` folders (the suites' roots: a later scan would list the run's figures as images).
     """
     run_cfg = config["run"]
     seed = int(run_cfg.get("seed", 0))
@@ -184,6 +189,11 @@ def start_run(config: dict, label: str, is_main_process: bool = True) -> Run:
     run_dir = Path(run_cfg.get("dir") or Path(run_cfg.get("out", "runs")) / f"{stamp}-{label}-{config_hash(config)}")
     run = Run(dir=run_dir, config=config, device=device, seed=seed)
     if is_main_process:
+        where = run_dir.expanduser().resolve()
+        for root in outside:
+            if _inside(where, Path(root).resolve()):
+                raise HarnessError(f"run folder {run_dir} would be inside the suite's folder {root}: a later scan "
+                                   "would list the run's figures as images; pass --out (or run.dir) outside it")
         if run_cfg.get("dir"):
             _check_reuse(run_dir, config)
         with run_folder_writes(run_dir):

@@ -231,3 +231,16 @@ def test_a_generator_whose_reals_all_fail_to_decode_is_a_plan_warning(env):
     assert len(results["skipped"]) == 6
     assert "generator g2 has no scored real test images" in " ".join(results["plan_warnings"])
     assert results["metrics"]["per_generator"]["g2"]["real_acc"] is None  # fakes alone: the warning says why
+
+
+def test_an_output_folder_inside_the_suite_root_is_refused(env, capsys):
+    det = TinyResidualDetector()
+    weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)
+    before = sorted(p for p in (env / "data").rglob("*") if p.is_file())
+    for command in (["analyze", "tiny-count"], ["run"]):
+        code = main([*command, "--detector", "tiny-residual", "--suite", "folder", "--set",
+                     f"suite.root={env / 'data'}", "--weights", str(weights), "--out", str(env / "data" / "out")])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert "inside the suite's folder" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p for p in (env / "data").rglob("*") if p.is_file()) == before

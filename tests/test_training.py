@@ -330,3 +330,22 @@ def test_resume_refuses_weights_and_state_that_do_not_belong_together(tmp_path):
     (ckpt / "last_state.pt").write_bytes(b"")
     with pytest.raises(HarnessError, match="train.resume=false"):
         train(SmallDetector(), data, [], config=config, run_dir=tmp_path / "run", device="cpu")
+
+
+def test_harness_train_resumes_in_its_run_dir_and_refuses_another_configuration(tmp_path, capsys):
+    root = tmp_path / "data"
+    samples(root, "train", 6, 0)
+    samples(root, "val", 2, 1)
+    run_dir = tmp_path / "run"
+    args = ["train", "--detector", "naive", "--suite", "folder", "--set", f"suite.root='{root}'", "--device", "cpu",
+            "--set", f"run.dir='{run_dir}'", "--set", "detector.backbone='tiny'", "--set", "detector.pretrained='none'",
+            "--set", "detector.image_size=16", "--set", "detector.lora=false", "--set", "detector.tiny.patch_size=4",
+            "--set", "train.epochs=1", "--set", "train.batch_size=4"]
+    assert main(args + ["--set", "train.stop_after_steps=1"]) == 0
+    assert "training stopped after 1 steps" in capsys.readouterr().out
+    assert main(args) == 0  # the same configuration: it resumes
+    assert "best checkpoint" in capsys.readouterr().out
+    assert json.loads((run_dir / "training.json").read_text())["steps"] == 3
+    assert main(args + ["--set", "train.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run of another configuration" in err and "train.lr" in err

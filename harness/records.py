@@ -441,6 +441,13 @@ def _scores(run_dir: Path):
     if missing:
         raise HarnessError(f"{path}: columns {', '.join(sorted(missing))} are missing")
     frame["generator"] = frame["generator"].astype(str)
+    frame["logit"] = pd.to_numeric(frame["logit"], errors="coerce")
+    labels = pd.to_numeric(frame["label"], errors="coerce")
+    bad = frame["logit"].isna() | ~frame["logit"].abs().lt(float("inf")) | ~labels.isin([0, 1])
+    if bad.any():
+        raise HarnessError(f"{path}: {int(bad.sum())} row(s) without a finite logit or a 0/1 label "
+                           f"(first: line {int(bad.to_numpy().argmax()) + 2}): not scores the harness wrote")
+    frame["label"] = labels.astype(int)
     return frame
 
 
@@ -477,8 +484,12 @@ def recompute_metrics(run_dir: Path, config: dict, results: dict, *, force: bool
         raise HarnessError(f"{run_dir}: {listed}: its accuracy would be one class's alone (see plan_warnings in "
                            "results.json); pass --force to file it anyway")
     ev = config.get("eval") or {}
-    measured = _finite(evaluate(test, val if len(val) else None, generators=generators,
-                                  n_boot=int(ev.get("bootstrap", 1000)), seed=int(results.get("seed") or 0)))
+    try:
+        n_boot, seed = int(ev.get("bootstrap", 1000)), int(results.get("seed") or 0)
+    except (TypeError, ValueError):
+        raise HarnessError(f"{run_dir}: eval.bootstrap {ev.get('bootstrap')!r} or seed {results.get('seed')!r} "
+                           "is not an integer") from None
+    measured = _finite(evaluate(test, val if len(val) else None, generators=generators, n_boot=n_boot, seed=seed))
     stored = results.get("metrics") or {}
     differences = [d for part in ("per_generator", "summary")
                    for d in _differences(stored.get(part), measured[part], part)]

@@ -162,3 +162,12 @@ def test_a_root_that_is_a_file_is_one_line(tmp_path, capsys):
         assert main(["leaderboard", "--root", str(root), *action]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "is a file, not a folder" in err[0]
+
+
+def test_scores_that_are_not_scores_are_refused(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    scores = (run / "scores.csv").read_text().splitlines()
+    scores[3] = scores[3].rsplit(",", 1)[0] + ",not-a-number"
+    (run / "scores.csv").write_text("\n".join(scores) + "\n")
+    assert _add(tmp_path / "lb", run) == 2
+    assert "without a finite logit or a 0/1 label (first: line 4)" in capsys.readouterr().err

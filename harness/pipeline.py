@@ -309,12 +309,14 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
     summaries = {}
     for name, analysis_cls in analyses:
         out_dir = run.dir / "analyses" / name
-        out_dir.mkdir(parents=True, exist_ok=True)
+        with run_folder_writes(run.dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
         analysis = analysis_cls(config.get("analyses", {}).get(name, {}))
         context = AnalysisContext(detector=detector.eval(), samples=plan.test, device=run.device,
                                   out_dir=out_dir, config=config)
         result = analysis.run(context)
-        write_result(result, run.dir / "analyses", name)
+        with run_folder_writes(run.dir):
+            write_result(result, run.dir / "analyses", name)
         summaries[name] = result.summary
 
     skipped = list(test_df.attrs.get("skipped", [])) + (list(val_df.attrs.get("skipped", [])) if val_df is not None else [])

@@ -244,3 +244,23 @@ def test_an_output_folder_inside_the_suite_root_is_refused(env, capsys):
         err = capsys.readouterr().err
         assert "inside the suite's folder" in err and len(err.strip().splitlines()) == 1
     assert sorted(p for p in (env / "data").rglob("*") if p.is_file()) == before
+
+
+def test_a_full_disk_while_writing_the_results_is_one_clear_error(env, capsys, monkeypatch):
+    import errno
+
+    det = TinyResidualDetector()
+    weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)
+    original = pd.DataFrame.to_csv
+
+    def to_csv(self, path=None, *args, **kwargs):
+        if str(path).endswith("scores.csv"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
+    code = main(["run", "--detector", "tiny-residual", "--suite", "folder", "--set", f"suite.root={env / 'data'}",
+                 "--out", str(env / "runs"), "--set", "eval.workers=0", "--weights", str(weights)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("harness:")]
+    assert code == 2 and len(err) == 1  # one line (the progress bars aside), no traceback
+    assert "cannot write the run folder" in err[0] and "No space left on device" in err[0]

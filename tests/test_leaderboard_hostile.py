@@ -16,7 +16,6 @@ from test_records import make_run, reported_record
 from harness import leaderboard as lb
 from harness import records as rec
 from harness.cli import main
-from harness.errors import HarnessError
 
 
 def _add(root: Path, run: Path, *extra: str) -> int:

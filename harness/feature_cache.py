@@ -30,6 +30,7 @@ index was interrupted and is ignored). Shards get unique names, so concurrent wr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -91,22 +92,43 @@ def cache_key(detector, device: torch.device, transform_key: str | None) -> tupl
 
 
 class FeatureStore:
-    """One cache key's folder: look features up by image key, append new shards."""
+    """One cache key's folder: look features up by image key, append new shards.
+
+    The cache only saves work: a shard that cannot be read or does not fit its index is warned
+    about and ignored (its images are computed again), and a folder that cannot be written
+    (read-only, a file in the way, a full disk) is a warning, after which features are computed
+    without being stored.
+    """
 
     def __init__(self, folder: str | Path, meta: dict[str, Any]):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        meta_path = self.folder / "meta.json"
-        if not meta_path.exists():
-            tmp = meta_path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-            tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-            tmp.replace(meta_path)
         self._index: dict[str, tuple[str, int]] = {}
         self._arrays: dict[str, np.ndarray] = {}
+        #: False once a write failed: the rest of this run computes without storing.
+        self.writable = True
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            meta_path = self.folder / "meta.json"
+            if not meta_path.exists():
+                tmp = meta_path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+                tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+                tmp.replace(meta_path)
+        except OSError as exc:
+            self._unwritable(exc)
         self.reload()
 
+    def _unwritable(self, exc: OSError) -> None:
+        log.warning("cannot write the feature cache %s (%s): features are computed without being stored",
+                    self.folder, exc.strerror or exc)
+        self.writable = False
+
     def reload(self) -> None:
-        for index_path in sorted(self.folder.glob("*.json")):
+        try:
+            indexes = sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []
+        except OSError as exc:
+            log.warning("cannot read the feature cache %s (%s): every feature is computed", self.folder, exc)
+            return
+        for index_path in indexes:
             if index_path.name == "meta.json":
                 continue
             shard = index_path.stem
@@ -118,6 +140,9 @@ class FeatureStore:
                 array = np.load(npy, mmap_mode="r")
             except (OSError, ValueError) as exc:
                 log.warning("feature cache shard %s is unreadable and ignored: %s", npy, exc)
+                continue
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                log.warning("feature cache index %s is not a list of image keys; its shard is ignored", index_path)
                 continue
             if array.ndim != 2 or array.shape[0] != len(keys):
                 log.warning("feature cache shard %s has %s rows for %d keys; ignored", npy, array.shape, len(keys))
@@ -137,7 +162,7 @@ class FeatureStore:
         return self._arrays[shard][row]
 
     def add(self, keys: list[str], features: np.ndarray) -> None:
-        if not keys:
+        if not keys or not self.writable:
             return
         features = np.ascontiguousarray(features, dtype=np.float32)
         if features.shape[0] != len(keys):
@@ -145,11 +170,18 @@ class FeatureStore:
         shard = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:12]}"
         npy = self.folder / f"{shard}.npy"
         tmp = self.folder / f"{shard}.tmp.npy"
-        np.save(tmp, features)
-        tmp.replace(npy)
         index_tmp = self.folder / f"{shard}.tmp"
-        index_tmp.write_text(json.dumps(keys))
-        index_tmp.replace(self.folder / f"{shard}.json")  # the index last: it marks the shard complete
+        try:
+            np.save(tmp, features)
+            tmp.replace(npy)
+            index_tmp.write_text(json.dumps(keys))
+            index_tmp.replace(self.folder / f"{shard}.json")  # the index last: it marks the shard complete
+        except OSError as exc:
+            for leftover in (tmp, npy, index_tmp):
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
+            self._unwritable(exc)
+            return
         self._arrays[shard] = np.load(npy, mmap_mode="r")
         for row, key in enumerate(keys):
             self._index[key] = (shard, row)

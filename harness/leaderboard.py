@@ -22,7 +22,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from harness import records as rec
@@ -111,11 +111,19 @@ def benchmarks(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and (p / "records").is_dir())
 
 
-def add_record(record: dict, root: Path, figures: list[Path] | tuple = ()) -> Path:
-    """Validate ``record``, copy ``figures`` beside it as assets, and publish it; returns the record's path.
+def _check_root(root: Path) -> None:
+    if Path(root).exists() and not Path(root).is_dir():
+        raise HarnessError(f"leaderboard root {root} is a file, not a folder: pass --root DIR")
 
-    Everything happens under the benchmark's lock, and nothing already filed is ever overwritten.
+
+def add_record(record: dict, root: Path, figures: list[Path] | tuple = (), *, build: bool = False) -> list[Path]:
+    """Validate ``record``, copy ``figures`` beside it as assets, and publish it; with ``build`` also redraw the
+    benchmark's pages. Returns the record's path (then the pages written).
+
+    Everything happens under the benchmark's lock, the page build included (so the last page written lists every
+    record filed before it), and nothing already filed is ever overwritten.
     """
+    _check_root(root)
     bench_dir = benchmark_dir(root, record.get("benchmark") if isinstance(record, dict) else None)
     with _locked(bench_dir):
         problems = rec.check_record(record, benchmark_dir=bench_dir)
@@ -137,7 +145,7 @@ def add_record(record: dict, root: Path, figures: list[Path] | tuple = ()) -> Pa
             _write_atomic(target, rec.dumps(record).encode("utf-8"), exclusive=True)
         except FileExistsError:
             raise HarnessError(f"duplicate: {target} already exists") from None
-    return target
+        return [target] + (build_benchmark(bench_dir) if build else [])
 
 
 def _attach(record: dict, bench_dir: Path, figures) -> dict:
@@ -172,17 +180,55 @@ def _attach(record: dict, bench_dir: Path, figures) -> dict:
     return rec.seal(body)
 
 
+#: Figures larger than this (pixels per side, bytes) are refused: a page embeds them as they are.
+MAX_FIGURE_SIDE = 8192
+MAX_FIGURE_BYTES = 20 * 1024 * 1024
+
+
 def run_figures(run_dir: Path, patterns: tuple[str, ...]) -> list[Path]:
-    """PNG figures of a run folder matching any of ``patterns`` (globs relative to the run folder)."""
+    """PNG figures of a run folder matching any of ``patterns`` (globs relative to the run folder, which
+    every match must stay inside), each a real PNG within :data:`MAX_FIGURE_SIDE` and :data:`MAX_FIGURE_BYTES`."""
+    from PIL import Image
+
+    base = Path(run_dir).resolve()
     found = set()
     for pattern in patterns:
-        found.update(p for p in Path(run_dir).glob(pattern) if p.is_file() and p.suffix.lower() == ".png")
+        pure = PurePosixPath(pattern)
+        if not pattern or pure.is_absolute() or ".." in pure.parts or "\\" in pattern or Path(pattern).is_absolute():
+            raise HarnessError(f"--figure {pattern!r}: give a glob relative to the run folder, inside it "
+                               "(no absolute path, no '..')")
+        for path in base.glob(pattern):
+            if path.suffix.lower() != ".png" or not path.is_file():
+                continue
+            real = path.resolve()
+            if base not in real.parents:
+                raise HarnessError(f"--figure {pattern!r}: {path} leads outside the run folder {run_dir}")
+            found.add(path)
+    for path in sorted(found):
+        size = path.stat().st_size
+        if size > MAX_FIGURE_BYTES:
+            raise HarnessError(f"figure {path}: {size} bytes, over the limit of {MAX_FIGURE_BYTES}")
+        try:
+            with Image.open(path) as image:
+                kind, (width, height) = image.format, image.size
+        except Image.DecompressionBombError as exc:  # Pillow's own, larger limit
+            raise HarnessError(f"figure {path}: over the limit of {MAX_FIGURE_SIDE} pixels per side ({exc})") from None
+        except (OSError, ValueError) as exc:
+            raise HarnessError(f"figure {path}: not a readable PNG ({exc})") from None
+        if kind != "PNG":
+            raise HarnessError(f"figure {path}: a {kind} file named .png; figures must be PNG")
+        if max(width, height) > MAX_FIGURE_SIDE:
+            raise HarnessError(f"figure {path}: {width}x{height} pixels, over the limit of {MAX_FIGURE_SIDE} "
+                               "pixels per side")
     return sorted(found)
 
 
-def add_run(run_dir: Path, root: Path, benchmark: str | None = None, figure_patterns: tuple[str, ...] = ()) -> Path:
-    record = rec.build_record(Path(run_dir), benchmark=benchmark)
-    return add_record(record, root, run_figures(Path(run_dir), figure_patterns))
+def add_run(run_dir: Path, root: Path, benchmark: str | None = None, figure_patterns: tuple[str, ...] = (), *,
+            force: bool = False, build: bool = False) -> list[Path]:
+    """File the record of a finished run folder (metrics recomputed from its scores); see :func:`add_record`."""
+    _check_root(root)
+    record = rec.build_record(Path(run_dir), benchmark=benchmark, force=force)
+    return add_record(record, root, run_figures(Path(run_dir), figure_patterns), build=build)
 
 
 # -- validate ----------------------------------------------------------------------------------------------------
@@ -602,33 +648,42 @@ def _markdown_table(table: Table) -> str:
     return tabulate(table.rows, headers=table.headers, tablefmt="github", disable_numparse=True)
 
 
+# Markdown syntax characters; '_' only where it could open or close emphasis (GFM ignores it inside words).
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|~]|(?<!\w)_|_(?!\w))")
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    """Text as literal markdown: no line break (it would split a table row), no emphasis, code or link
+    syntax, no raw HTML (``<script>``, ``<img onerror>``); the text still reads the same on the page."""
+    flat = re.sub(r"[\r\n\t\v\f\u2028\u2029]+", " ", str(text))
+    return html.escape(_MD_SPECIAL.sub(r"\\\1", flat), quote=False)
 
 
 def render_markdown(benchmark: str, tables: list[Table], plots: dict[str, str], assets: list[tuple[str, str]],
                     problems: list[tuple[str, str]]) -> str:
-    lines = [f"# Leaderboard: {benchmark}", "",
+    md = _md_cell
+    lines = [f"# Leaderboard: {md(benchmark)}", "",
              "Built by `harness leaderboard build` from the records in [records/](records/); "
              "do not edit by hand. A sortable version with the plots is in [index.html](index.html).", ""]
     for table in tables:
-        lines += [f"## {table.title}", ""]
+        lines += [f"## {md(table.title)}", ""]
         if table.note:
             lines += [table.note, ""]
-        safe = Table(table.title, [_md_cell(h) for h in table.headers],
-                     [[_md_cell(c) for c in row] for row in table.rows], table.sort_keys)
+        safe = Table(table.title, [md(h) for h in table.headers],
+                     [[md(c) for c in row] for row in table.rows], table.sort_keys)
         lines += [_markdown_table(safe), ""]
+    # Link targets are the asset paths the schema allows (letters, digits, '_.+-') and the plots' names.
     if plots:
         lines += ["## Plots", ""]
-        lines += [f"- [{title}]({path})" for title, path in plots.items()]
+        lines += [f"- [{md(title)}]({path})" for title, path in plots.items()]
         lines.append("")
     if assets:
         lines += ["## Figures from the runs", ""]
-        lines += [f"- [{title}]({path})" for title, path in assets]
+        lines += [f"- [{md(title)}]({path})" for title, path in assets]
         lines.append("")
     if problems:
         lines += ["## Records left out", ""]
-        lines += [f"- `{name}`: {message}" for name, message in problems]
+        lines += [f"- {md(name)}: {md(message)}" for name, message in problems]
         lines.append("")
     return "\n".join(lines)
 
@@ -772,6 +827,7 @@ def build_benchmark(bench_dir: Path) -> list[Path]:
 
 
 def build(root: Path) -> list[Path]:
+    _check_root(root)
     written = []
     for bench_dir in benchmarks(root):
         with _locked(bench_dir):

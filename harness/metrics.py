@@ -239,6 +239,17 @@ def bootstrap_macc_ci(
     return float(lo), float(hi)
 
 
+def missing_classes(frame: pd.DataFrame, generators: Sequence[str]) -> dict[str, list[str]]:
+    """``{generator: ["real"]}`` for each generator with no row of a class (``label`` column) in ``frame``."""
+    out = {}
+    for gen in generators:
+        present = set(frame.loc[frame["generator"] == gen, "label"].astype(int))
+        absent = [name for label, name in ((0, "real"), (1, "fake")) if label not in present]
+        if absent:
+            out[gen] = absent
+    return out
+
+
 def evaluate(
     test: pd.DataFrame,
     val: pd.DataFrame | None = None,

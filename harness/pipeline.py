@@ -28,11 +28,11 @@ from harness.compare import in_context
 from harness.checkpoints import sha256_file
 from harness.errors import HarnessError
 from harness.manifest import load_manifest
-from harness.metrics import check_direction, evaluate, metrics_frame, plot_reliability
+from harness.metrics import check_direction, evaluate, metrics_frame, missing_classes, plot_reliability
 from harness.registry import get_analysis, get_detector, get_suite
 from harness.protocols import Protocol, protocol_layer
 from harness.reports import write_result
-from harness.runs import Run, seed_everything, select_device, start_run
+from harness.runs import Run, run_folder_writes, seed_everything, select_device, start_run
 from harness.scoring import default_cache_dir, effective_precision, score_samples
 from harness.shortcuts import match_classes, per_format_metrics, reencoder
 from harness.suite import Sample
@@ -117,6 +117,18 @@ def _selection_warnings(test_all: list[Sample], test: list[Sample], test_gens: l
             warnings.append(f"generator {generator} has only {only} test images: its accuracy is the {only} "
                             "images' accuracy alone, and it still counts in mAcc")
     return warnings
+
+
+def scored_class_warnings(test: list[Sample], test_df: pd.DataFrame, test_gens: list[str]) -> list[str]:
+    """Generators that had test images of both classes but lost every image of one in scoring (unreadable
+    files): their accuracy is then the other class's alone, which the selection warnings cannot see."""
+    planned: dict[str, set[int]] = {}
+    for s in test:
+        planned.setdefault(s.generator, set()).add(int(s.label))
+    both = [g for g in test_gens if len(planned.get(g, ())) == 2]
+    return [f"generator {gen} has no scored {' or '.join(classes)} test images (every one was skipped, see "
+            f"'skipped'): its accuracy is the other class's alone"
+            for gen, classes in missing_classes(test_df, both).items()]
 
 
 def plan_samples(config: dict, protocol: Protocol, *, will_train: bool = True) -> Plan:
@@ -228,10 +240,27 @@ def shortcut_controls(config: dict, plan: Plan) -> tuple[dict[str, Any], dict[st
     return controls, scoring
 
 
+def suite_folders(config: dict) -> list[Path]:
+    """The folders the protocol's suites are read from, as set by ``suite.root`` or the suite's root
+    variable (a CSV suite: its file's folder)."""
+    protocol = config.get("protocol") or {}
+    folders = []
+    for name, section in ((protocol.get("suite"), config.get("suite")),
+                          (protocol.get("train_suite"), config.get("train_suite", config.get("suite")))):
+        if not name:
+            continue
+        env = getattr(get_suite(name), "root_env", None)
+        raw = (section or {}).get("root") or (os.environ.get(env) if env else None)
+        if raw:
+            root = Path(str(raw)).expanduser().resolve()
+            folders.append(root.parent if root.is_file() else root)
+    return folders
+
+
 def _start(config: dict, label: str) -> Run:
-    """Rank 0 creates the run folder; every rank then uses that same folder."""
+    """Rank 0 creates the run folder (outside the suites' folders); every rank then uses that same folder."""
     main = distributed.is_main_process()
-    run = start_run(config, label, is_main_process=main) if main else None
+    run = start_run(config, label, is_main_process=main, outside=suite_folders(config)) if main else None
     run_dir = distributed.broadcast(str(run.dir) if main else None)
     if not main:
         config = copy.deepcopy(config)
@@ -289,6 +318,9 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
 def _report(config, protocol, plan, run, detector, weights, test_df, val_df, analyses,
             analyses_skipped: dict[str, str], controls: dict[str, Any] | None = None) -> dict[str, Any]:
     ev = config.get("eval", {})
+    for warning in scored_class_warnings(plan.test, test_df, plan.test_generators):
+        log.warning(warning)
+        plan.warnings.append(warning)
     measured = evaluate(test_df, val_df, generators=plan.test_generators,
                         n_boot=int(ev.get("bootstrap", 1000)), seed=run.seed)
     if val_df is not None and len(val_df):
@@ -302,20 +334,23 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
     summaries = {}
     for name, analysis_cls in analyses:
         out_dir = run.dir / "analyses" / name
-        out_dir.mkdir(parents=True, exist_ok=True)
+        with run_folder_writes(run.dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
         analysis = analysis_cls(config.get("analyses", {}).get(name, {}))
         context = AnalysisContext(detector=detector.eval(), samples=plan.test, device=run.device,
                                   out_dir=out_dir, config=config)
         result = analysis.run(context)
-        write_result(result, run.dir / "analyses", name)
+        with run_folder_writes(run.dir):
+            write_result(result, run.dir / "analyses", name)
         summaries[name] = result.summary
 
     skipped = list(test_df.attrs.get("skipped", [])) + (list(val_df.attrs.get("skipped", [])) if val_df is not None else [])
     frames = [test_df] + ([val_df] if val_df is not None else [])
-    pd.concat(frames, ignore_index=True).to_csv(run.dir / "scores.csv", index=False)
-    metrics_frame(measured["per_generator"], measured["overall"]).to_csv(run.dir / "metrics.csv")
-    plot_reliability(test_df, plan.test_generators, run.dir / "reliability.png",
-                     title=f"Reliability of {detector.name} on {protocol.name}")
+    with run_folder_writes(run.dir):
+        pd.concat(frames, ignore_index=True).to_csv(run.dir / "scores.csv", index=False)
+        metrics_frame(measured["per_generator"], measured["overall"]).to_csv(run.dir / "metrics.csv")
+        plot_reliability(test_df, plan.test_generators, run.dir / "reliability.png",
+                         title=f"Reliability of {detector.name} on {protocol.name}")
     results = {
         "schema": RESULTS_SCHEMA,
         "detector": detector.name,
@@ -345,11 +380,12 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
         "run_dir": str(run.dir),
     }
     # not Run.write_json: its sorted keys would lose the table order of per_generator
-    tmp = run.dir / "results.json.tmp"
-    tmp.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False, default=str))
-    tmp.replace(run.dir / "results.json")
     table = paper_table({detector.name: measured}, plan.test_generators)
-    run.dir.joinpath("table.md").write_text(tabulate(table, headers="keys", tablefmt="github", floatfmt=".1f") + "\n")
+    with run_folder_writes(run.dir):
+        tmp = run.dir / "results.json.tmp"
+        tmp.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False, default=str))
+        tmp.replace(run.dir / "results.json")
+        run.dir.joinpath("table.md").write_text(tabulate(table, headers="keys", tablefmt="github", floatfmt=".1f") + "\n")
     return results
 
 

@@ -328,12 +328,50 @@ def resolve_inside(base: Path, relative: str) -> Path | None:
     return target
 
 
-def load_record(path: Path) -> Any:
-    """Parse a record file; unreadable JSON is a HarnessError naming the file."""
+#: Limits on a record file: far above any real record (a few tens of kB, nesting depth under 10), far below
+#: what would make parsing, validating or hashing it slow or recurse past Python's stack.
+MAX_RECORD_BYTES = 4 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+
+
+def nesting_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply lists and objects nest in ``value`` (a scalar: 0); counting stops past ``limit``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def read_json_file(path: Path, what: str = "JSON file") -> Any:
+    """Parse a JSON file within :data:`MAX_RECORD_BYTES` and :data:`MAX_JSON_DEPTH`; strict JSON only
+    (no NaN). Anything else is one HarnessError naming the file."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+        size = path.stat().st_size
+        if size > MAX_RECORD_BYTES:
+            raise HarnessError(f"{path}: not a readable {what}: {size} bytes, over the limit of "
+                               f"{MAX_RECORD_BYTES} bytes")
+        value = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:  # the C parser gave up first
+        depth = MAX_JSON_DEPTH + 1
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise HarnessError(f"{path}: not a readable JSON record: {exc}") from None
+        raise HarnessError(f"{path}: not a readable {what}: {exc}") from None
+    else:
+        depth = nesting_depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise HarnessError(f"{path}: not a readable {what}: lists and objects nest deeper than "
+                           f"{MAX_JSON_DEPTH} levels")
+    return value
+
+
+def load_record(path: Path) -> Any:
+    """Parse a record file; unreadable, oversized or too deeply nested JSON is a HarnessError naming the file."""
+    return read_json_file(path, "JSON record")
 
 
 def _refuse_constant(name: str):
@@ -345,10 +383,7 @@ def _refuse_constant(name: str):
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise HarnessError(f"{path.parent} is not a finished run folder: {path.name} is missing")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise HarnessError(f"{path}: cannot read it as JSON: {exc}") from None
+    data = read_json_file(path, "run file")
     if not isinstance(data, dict):
         raise HarnessError(f"{path}: expected a JSON object")
     return data
@@ -371,8 +406,103 @@ def _numbers_only(metrics: dict) -> dict:
             if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
 
 
-def build_record(run_dir: Path, benchmark: str | None = None) -> dict:
-    """A sealed ``reproduced`` record from a finished run folder (config.json, environment.json, results.json)."""
+def check_protocol(results: dict, benchmark: str, where: Path) -> None:
+    """A run is filed only under the benchmark it was run on: the same suite and test generators."""
+    from harness.protocols import Protocol, protocol_layer
+
+    ran = results.get("benchmark")
+    name, layer, path = protocol_layer(benchmark)
+    if path is None:  # no protocol file of that name: only the run's own benchmark name fits
+        if ran != benchmark:
+            raise HarnessError(f"{where} was run on benchmark '{ran}', not '{benchmark}': file it under '{ran}'")
+        return
+    protocol = Protocol.from_config(layer["protocol"], name=name, path=path)
+    problems = []
+    if results.get("suite") != protocol.suite:
+        problems.append(f"suite '{results.get('suite')}' (the benchmark's is '{protocol.suite}')")
+    if protocol.test_generators != "all" and list(results.get("test_generators") or []) != protocol.test_generators:
+        problems.append(f"test generators {results.get('test_generators')} (the benchmark's are "
+                        f"{protocol.test_generators})")
+    if problems:
+        raise HarnessError(f"{where} does not follow benchmark '{benchmark}': it has " + " and ".join(problems))
+
+
+def _scores(run_dir: Path):
+    import pandas as pd
+
+    path = run_dir / "scores.csv"
+    if not path.is_file():
+        raise HarnessError(f"{run_dir} has no scores.csv: the metrics cannot be recomputed, so it is not filed")
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"{path}: cannot read it: {exc}") from None
+    missing = {"generator", "split", "label", "logit"} - set(frame.columns)
+    if missing:
+        raise HarnessError(f"{path}: columns {', '.join(sorted(missing))} are missing")
+    frame["generator"] = frame["generator"].astype(str)
+    frame["logit"] = pd.to_numeric(frame["logit"], errors="coerce")
+    labels = pd.to_numeric(frame["label"], errors="coerce")
+    bad = frame["logit"].isna() | ~frame["logit"].abs().lt(float("inf")) | ~labels.isin([0, 1])
+    if bad.any():
+        raise HarnessError(f"{path}: {int(bad.sum())} row(s) without a finite logit or a 0/1 label "
+                           f"(first: line {int(bad.to_numpy().argmax()) + 2}): not scores the harness wrote")
+    frame["label"] = labels.astype(int)
+    return frame
+
+
+def _differences(stored: Any, recomputed: Any, where: str) -> list[str]:
+    if isinstance(recomputed, dict):
+        stored = stored if isinstance(stored, dict) else {}
+        return [d for key in sorted(set(stored) | set(recomputed), key=str)
+                for d in _differences(stored.get(key), recomputed.get(key), f"{where}.{key}")]
+    if isinstance(recomputed, (list, tuple)):
+        stored = stored if isinstance(stored, (list, tuple)) else []
+        if len(stored) != len(recomputed):
+            return [f"{where}: {stored!r} != {list(recomputed)!r}"]
+        return [d for i, (a, b) in enumerate(zip(stored, recomputed)) for d in _differences(a, b, f"{where}[{i}]")]
+    if _number(recomputed) is not None or _number(stored) is not None:
+        a, b = _number(stored), _number(recomputed)
+        if a is None or b is None or not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+            return [f"{where}: {stored!r} in results.json, {recomputed!r} from scores.csv"]
+        return []
+    return [] if stored == recomputed else [f"{where}: {stored!r} in results.json, {recomputed!r} from scores.csv"]
+
+
+def recompute_metrics(run_dir: Path, config: dict, results: dict, *, force: bool = False) -> dict:
+    """The run's metrics computed again from its ``scores.csv``; refuses a results.json that disagrees
+    (edited by hand) and, unless ``force``, a generator with no scored image of one class."""
+    from harness.metrics import evaluate, missing_classes
+
+    scores = _scores(run_dir)
+    test = scores[scores["split"] == "test"]
+    val = scores[scores["split"] == "val"]
+    generators = [str(g) for g in results.get("test_generators") or []]
+    lost = missing_classes(test, generators)
+    if lost and not force:
+        listed = "; ".join(f"{gen}: no scored {' or '.join(classes)} images" for gen, classes in lost.items())
+        raise HarnessError(f"{run_dir}: {listed}: its accuracy would be one class's alone (see plan_warnings in "
+                           "results.json); pass --force to file it anyway")
+    ev = config.get("eval") or {}
+    try:
+        n_boot, seed = int(ev.get("bootstrap", 1000)), int(results.get("seed") or 0)
+    except (TypeError, ValueError):
+        raise HarnessError(f"{run_dir}: eval.bootstrap {ev.get('bootstrap')!r} or seed {results.get('seed')!r} "
+                           "is not an integer") from None
+    measured = _finite(evaluate(test, val if len(val) else None, generators=generators, n_boot=n_boot, seed=seed))
+    stored = results.get("metrics") or {}
+    differences = [d for part in ("per_generator", "summary")
+                   for d in _differences(stored.get(part), measured[part], part)]
+    if differences:
+        raise HarnessError(f"{run_dir}: results.json disagrees with the scores in scores.csv ("
+                           + "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3
+                                                           else "") + "): it was edited; not filed")
+    return measured
+
+
+def build_record(run_dir: Path, benchmark: str | None = None, *, force: bool = False) -> dict:
+    """A sealed ``reproduced`` record from a finished run folder (config.json, environment.json, results.json,
+    scores.csv); its metrics are recomputed from scores.csv and must match results.json."""
     import harness
 
     run_dir = Path(run_dir)
@@ -382,7 +512,10 @@ def build_record(run_dir: Path, benchmark: str | None = None) -> dict:
     if results.get("schema") != 1:
         raise HarnessError(f"{run_dir / 'results.json'}: unsupported results schema {results.get('schema')!r} "
                            "(this harness reads schema 1)")
-    metrics = results.get("metrics") or {}
+    if not (results.get("metrics") or {}).get("per_generator"):
+        raise HarnessError(f"{run_dir / 'results.json'} has no per-generator metrics: the run did not evaluate")
+    check_protocol(results, benchmark or results.get("benchmark") or results.get("suite"), run_dir)
+    metrics = recompute_metrics(run_dir, config, results, force=force)
     per_gen_in = metrics.get("per_generator") or {}
     if not per_gen_in:
         raise HarnessError(f"{run_dir / 'results.json'} has no per-generator metrics: the run did not evaluate")

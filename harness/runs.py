@@ -101,6 +101,57 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
     }
 
 
+# Settings that may change when a run folder is reused to resume: they steer how the work is done
+# (where, with how many workers, when to checkpoint or stop), not what it computes.
+RESUMABLE_KEYS = ("run.dir", "run.out", "run.device", "train.resume", "train.stop_after_steps",
+                  "train.save_every_steps", "train.workers", "eval.workers")
+
+
+def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(config, dict):
+        return {prefix: config}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        out.update(_flat(value, f"{prefix}{key}." if isinstance(value, dict) and value else f"{prefix}{key}"))
+    return out
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """``key: old -> new`` for every setting (dotted keys) that differs, :data:`RESUMABLE_KEYS` aside."""
+    # through JSON, so that a tuple and the list config.json holds compare equal
+    a, b = (_flat(json.loads(json.dumps(c, default=str))) for c in (old, new))
+    missing = object()
+    return [f"{key}: {a.get(key, '(unset)')!r} -> {b.get(key, '(unset)')!r}"
+            for key in sorted(set(a) | set(b))
+            if key not in RESUMABLE_KEYS and a.get(key, missing) != b.get(key, missing)]
+
+
+def _check_reuse(run_dir: Path, config: dict) -> None:
+    """A reused run folder must hold a run of the same configuration: reuse is for resuming it."""
+    stored = run_dir / "config.json"
+    if not stored.exists():
+        return
+    try:
+        old = json.loads(stored.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"run.dir {run_dir}: cannot read its config.json ({exc}); pick a new folder") from None
+    differences = config_differences(old, config)
+    if differences:
+        shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+        raise HarnessError(f"run.dir {run_dir} holds a run of another configuration ({shown}): reusing a run "
+                           "folder only resumes the same configuration; pick a new folder")
+
+
+@contextlib.contextmanager
+def run_folder_writes(run_dir: Path):
+    """A failed write in the run folder (unwritable, full disk) is one clear error, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or run_dir
+        raise HarnessError(f"cannot write the run folder {run_dir}: {where}: {exc.strerror or exc}") from None
+
+
 @dataclass
 class Run:
     """One run's folder under ``runs/`` and what was decided for it."""
@@ -113,13 +164,23 @@ class Run:
     def write_json(self, name: str, payload: Any) -> Path:
         path = self.dir / name
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-        tmp.replace(path)
+        with run_folder_writes(self.dir):
+            tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+            tmp.replace(path)
         return path
 
 
-def start_run(config: dict, label: str, is_main_process: bool = True) -> Run:
-    """Create the run folder, write the resolved configuration and environment, start the log."""
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def start_run(config: dict, label: str, is_main_process: bool = True, outside: list[Path] = ()) -> Run:
+    """Create the run folder, write the resolved configuration and environment, start the log.
+
+    ``run.dir`` names the folder; an existing run folder is reused only for the same configuration
+    (to resume it), apart from :data:`RESUMABLE_KEYS`. The folder may not lie inside any of the
+    ``outside`` folders (the suites' roots: a later scan would list the run's figures as images).
+    """
     run_cfg = config["run"]
     seed = int(run_cfg.get("seed", 0))
     device = select_device(str(run_cfg.get("device", "auto")))
@@ -128,10 +189,20 @@ def start_run(config: dict, label: str, is_main_process: bool = True) -> Run:
     run_dir = Path(run_cfg.get("dir") or Path(run_cfg.get("out", "runs")) / f"{stamp}-{label}-{config_hash(config)}")
     run = Run(dir=run_dir, config=config, device=device, seed=seed)
     if is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        run.write_json("config.json", config)
-        run.write_json("environment.json", environment(device, seed))
-        handler = logging.FileHandler(run_dir / "log.txt")
+        where = run_dir.expanduser().resolve()
+        for root in outside:
+            if _inside(where, Path(root).resolve()):
+                raise HarnessError(f"run folder {run_dir} would be inside the suite's folder {root}: a later scan "
+                                   "would list the run's figures as images; pass --out (or run.dir) outside it")
+        if run_cfg.get("dir"):
+            _check_reuse(run_dir, config)
+        with run_folder_writes(run_dir):
+            if run_dir.exists() and not run_dir.is_dir():
+                raise HarnessError(f"run folder {run_dir} is a file, not a folder")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            run.write_json("config.json", config)
+            run.write_json("environment.json", environment(device, seed))
+            handler = logging.FileHandler(run_dir / "log.txt")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.INFO)

@@ -93,28 +93,41 @@ class ScoreCache:
     """Append-only score store of one model key: ``<root>/<key[:20]>/scores-*.jsonl``.
 
     Each process appends to its own file and flushes after each batch, so a kill loses at
-    most the batch in flight (a torn last line is ignored when reading). An entry counts
-    only while the file it names still has the same size and modification time.
+    most the batch in flight. An entry counts only while the file it names still has the same
+    size and modification time. The cache only ever saves work: a line that is not a valid
+    entry (torn by a kill, edited) is skipped, counted and warned about, and that image is
+    scored again; a cache that cannot be read or written (missing, read-only, a file in the
+    way, a full disk) is a warning and scoring goes on without it.
     """
 
     def __init__(self, root: str | Path, ingredients: dict[str, Any]):
         self.dir = Path(root) / ingredients["key"][:20]
         self.ingredients = ingredients
         self._fh = None
+        #: Set when a write failed: the rest of this run scores without storing.
+        self.disabled = False
 
     def read(self) -> dict[str, tuple]:
         """Stored entries by path: ``(size, mtime_ns, logit, error)`` (tuples: millions fit)."""
         entries: dict[str, tuple] = {}
-        if not self.dir.is_dir():
-            return entries
-        for part in sorted(self.dir.glob("scores-*.jsonl")):
-            with part.open("r", encoding="utf-8") as fh:
-                for line in fh:
-                    try:
-                        e = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # torn line from a killed run: that image is scored again
-                    entries[e["path"]] = (e["size"], e["mtime_ns"], e["logit"], e["error"])
+        bad = 0
+        try:
+            if not self.dir.is_dir():
+                return entries
+            parts = sorted(self.dir.glob("scores-*.jsonl"))
+            for part in parts:
+                with part.open("r", encoding="utf-8", errors="replace") as fh:
+                    for line in fh:
+                        entry = _cache_entry(line)
+                        if entry is None:
+                            bad += 1
+                        else:
+                            entries[entry[0]] = entry[1:]
+        except OSError as exc:
+            log.warning("cannot read the score cache %s (%s): every image is scored", self.dir, exc.strerror or exc)
+            return {}
+        if bad:
+            log.warning("score cache %s: %d malformed line(s) skipped; those images are scored again", self.dir, bad)
         return entries
 
     @staticmethod
@@ -125,24 +138,49 @@ class ScoreCache:
         return {"logit": entry[2], "error": entry[3]}
 
     def append(self, records: list[dict[str, Any]]) -> None:
-        if not records:
+        if not records or self.disabled:
             return
-        if self._fh is None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            meta = self.dir / "key.json"
-            if not meta.exists():
-                tmp = meta.with_suffix(f".{uuid.uuid4().hex}.tmp")
-                tmp.write_text(json.dumps(self.ingredients, indent=2, sort_keys=True, default=str))
-                tmp.replace(meta)
-            name = f"scores-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-            self._fh = (self.dir / name).open("a", encoding="utf-8")
-        self._fh.write("".join(json.dumps(r) + "\n" for r in records))
-        self._fh.flush()
+        try:
+            if self._fh is None:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                meta = self.dir / "key.json"
+                if not meta.exists():
+                    tmp = meta.with_suffix(f".{uuid.uuid4().hex}.tmp")
+                    tmp.write_text(json.dumps(self.ingredients, indent=2, sort_keys=True, default=str))
+                    tmp.replace(meta)
+                name = f"scores-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+                self._fh = (self.dir / name).open("a", encoding="utf-8")
+            self._fh.write("".join(json.dumps(r) + "\n" for r in records))
+            self._fh.flush()
+        except OSError as exc:
+            log.warning("cannot write the score cache %s (%s): scoring goes on without storing scores",
+                        self.dir, exc.strerror or exc)
+            self.disabled = True
+            self.close()
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:  # the flush of a full disk: what was written before is kept
+                pass
             self._fh = None
+
+
+def _cache_entry(line: str) -> tuple | None:
+    """``(path, size, mtime_ns, logit, error)`` from one cache line, or None when it is not a valid entry."""
+    try:
+        e = json.loads(line)
+        path, size, mtime, logit, error = e["path"], e["size"], e["mtime_ns"], e["logit"], e["error"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (size, mtime))
+    number = logit is None or (isinstance(logit, (int, float)) and not isinstance(logit, bool) and np.isfinite(logit))
+    if not (isinstance(path, str) and ints and number and (error is None or isinstance(error, str))):
+        return None
+    if logit is None and error is None:
+        return None
+    return path, size, mtime, logit, error
 
 
 def _forward_model(detector, precision: str):

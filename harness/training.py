@@ -25,15 +25,22 @@ The ``[train]`` section (every key optional; the detector's recipe and profiles 
 ``amp``                     bf16 autocast on CUDA (true); CPU always runs fp32
 ``save_every_steps``        also write ``last`` every N optimiser steps (0 = once per epoch)
 ``stop_after_steps``        save ``last`` and stop after N optimiser steps (simulates a kill)
-``resume``                  ``auto`` (default: resume from ``<run>/checkpoints/last`` when present),
-                            ``false``, or the path of a ``last.safetensors`` to resume from
+``resume``                  ``auto`` (default: resume from ``<run>/checkpoints/last.manifest.json``
+                            when present), ``false``, or a run folder or manifest to resume from
 ``find_unused_parameters``  passed to DistributedDataParallel (false)
 ==========================  ====================================================================
 
 Reproducibility: the data order of an epoch comes from ``(seed, epoch)`` and each item's crop
-from ``(seed, epoch, index)``; the ``last`` checkpoint stores the optimiser, scheduler, RNG states
-and the position inside the epoch, so a run resumed after a kill ends with the same weights as
-an uninterrupted one (on CPU; GPU kernels may differ in the last bits).
+from ``(seed, epoch, index)``; the ``last`` checkpoint stores the optimiser, scheduler, RNG states,
+the position inside the epoch and the epoch's running loss sums, so a run resumed after a kill ends
+with the same weights and the same ``training.json`` as an uninterrupted one (on CPU; GPU kernels
+may differ in the last bits).
+
+The ``last`` checkpoint is one unit: ``last-<tag>.safetensors`` (weights) and ``last-<tag>.state.pt``
+(optimiser, scheduler, RNG, progress) are written under a fresh tag, then ``last.manifest.json``,
+naming both with their sha256, replaces the previous manifest in one atomic rename; only then are
+the previous pair's files removed. A kill at any point leaves the manifest naming a complete pair,
+and resume refuses a pair whose files do not match the manifest.
 """
 
 from __future__ import annotations
@@ -42,7 +49,9 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
+import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -53,7 +62,7 @@ from torch import nn
 from tqdm import tqdm
 
 from harness import distributed
-from harness.checkpoints import save_checkpoint
+from harness.checkpoints import save_checkpoint, sha256_file
 from harness.data import PreprocessGuard, SampleDataset, make_loader
 from harness.errors import HarnessError
 from harness.runs import autocast, seed_everything
@@ -244,16 +253,100 @@ def _detector_meta(detector, train_samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
+LAST_MANIFEST = "last.manifest.json"
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    """The commit point of a ``last`` checkpoint: one atomic rename over the previous manifest."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(manifest, indent=2, sort_keys=True))
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def _remove_stale(ckpt_dir: Path, keep: str) -> None:
+    """Files of earlier ``last`` pairs and of saves killed half-way; the manifest no longer names them."""
+    for path in ckpt_dir.glob("last-*"):
+        if not path.name.startswith(keep + "."):
+            path.unlink(missing_ok=True)
+    for path in ckpt_dir.glob(f".{LAST_MANIFEST}.*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+def publish_last(ckpt_dir: Path, weights: dict[str, torch.Tensor], config: dict, meta: dict,
+                 state: dict[str, Any]) -> Path:
+    """Write the weights and the training state as one unit; returns the manifest naming both."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"last-{int(meta['step']):08d}-{uuid.uuid4().hex[:8]}"
+    weights_path = save_checkpoint(ckpt_dir / f"{tag}.safetensors", weights, config, {**meta, "tag": tag})
+    state_path = ckpt_dir / f"{tag}.state.pt"
+    tmp = ckpt_dir / f"{tag}.state.tmp"
+    torch.save({**state, "tag": tag}, tmp)
+    tmp.replace(state_path)
+    for path in (weights_path, state_path):
+        _fsync(path)
+    manifest = {"schema": 1, "tag": tag, "epoch": meta["epoch"], "step": meta["step"],
+                "weights": {"file": weights_path.name, "sha256": sha256_file(weights_path)},
+                "state": {"file": state_path.name, "sha256": sha256_file(state_path)}}
+    _write_manifest(ckpt_dir / LAST_MANIFEST, manifest)
+    _remove_stale(ckpt_dir, keep=tag)
+    return ckpt_dir / LAST_MANIFEST
+
+
 def _find_resume(run_dir: Path, resume) -> Path | None:
+    """The manifest of the ``last`` checkpoint to resume from, or None to start afresh."""
     if resume in (False, "false", "no", None, ""):
         return None
+    ckpt_dir = run_dir / "checkpoints"
     if resume in (True, "auto", "true"):
-        path = run_dir / "checkpoints" / "last.safetensors"
-        return path if path.is_file() else None
+        manifest = ckpt_dir / LAST_MANIFEST
+        if manifest.is_file():
+            return manifest
+        if (ckpt_dir / "last.safetensors").is_file() or (ckpt_dir / "last_state.pt").is_file():
+            raise HarnessError(f"cannot resume {run_dir}: its last checkpoint has no {LAST_MANIFEST} (an older "
+                               "harness, or a kill mid-save), so its weights and state cannot be checked to belong "
+                               "together; pass --set train.resume=false to train it again from the start")
+        return None
     path = Path(resume)
-    if not path.is_file():
-        raise HarnessError(f"train.resume: {path} does not exist")
-    return path
+    for candidate in (path, path / LAST_MANIFEST, path / "checkpoints" / LAST_MANIFEST):
+        if candidate.is_file() and candidate.name == LAST_MANIFEST:
+            return candidate
+    raise HarnessError(f"train.resume: {path} is not a run folder with checkpoints/{LAST_MANIFEST} "
+                       "nor such a manifest")
+
+
+def load_last(manifest_path: Path) -> tuple[Path, dict[str, Any]]:
+    """The weights file and the training state a manifest names, checked to be the pair it wrote."""
+    def refuse(why: str) -> HarnessError:
+        return HarnessError(f"cannot resume from {manifest_path}: {why}; pass --set train.resume=false to "
+                            "train again from the start")
+
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        tag = manifest["tag"]
+        files = {part: (manifest_path.parent / manifest[part]["file"], manifest[part]["sha256"])
+                 for part in ("weights", "state")}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise refuse(f"the manifest is unreadable ({exc})") from None
+    for part, (path, digest) in files.items():
+        if path.parent != manifest_path.parent or not path.is_file():
+            raise refuse(f"its {part} file {path.name} is missing")
+        if sha256_file(path) != digest:
+            raise refuse(f"its {part} file {path.name} is not the one the manifest names (sha256 differs)")
+    try:
+        state = torch.load(files["state"][0], map_location="cpu", weights_only=True)
+    except Exception as exc:  # a checked file that still fails to load: say what torch said
+        raise refuse(f"the state file cannot be read ({exc})") from None
+    if not isinstance(state, dict) or state.get("tag") != tag:
+        raise refuse("the state file belongs to another checkpoint")
+    return files["weights"][0], state
 
 
 def train(
@@ -267,8 +360,8 @@ def train(
 ) -> Path:
     """Train ``detector`` in place; returns the path of the best checkpoint (safetensors + JSON).
 
-    Writes ``<run_dir>/checkpoints/{best,last}.safetensors`` (+ ``.json``), ``last_state.pt``
-    (optimiser, scheduler, RNG, position) and ``<run_dir>/training.json`` (per-epoch history,
+    Writes ``<run_dir>/checkpoints/best.safetensors`` (+ ``.json``), the ``last`` checkpoint
+    (weights + optimiser, scheduler, RNG, position, named by ``last.manifest.json``) and ``<run_dir>/training.json`` (per-epoch history,
     skipped files, what the detector's step reported). Under torchrun each process trains on its
     shard and gradients are averaged (DistributedDataParallel); rank 0 writes the files.
     """
@@ -320,7 +413,7 @@ def train(
     resume_from = _find_resume(run_dir, cfg["resume"])
     if resume_from is not None:
         state = _resume(detector, optimizer, scheduler, resume_from, device, rank)
-        log.info("resumed from %s at epoch %d, step %d", resume_from, state["epoch"], state["step"])
+        log.info("resumed from %s at epoch %d, step %d", resume_from, state["epoch"] + 1, state["step"])
 
     dataset = SampleDataset(train_samples, detector, train=True, with_pairs=bool(detector.needs_pairs),
                             with_reconstructions=bool(detector.needs_reconstructions), seed=seed)
@@ -329,17 +422,17 @@ def train(
     stop_after = int(cfg["stop_after_steps"]) if cfg["stop_after_steps"] else None
     save_every = int(cfg["save_every_steps"] or 0)
 
-    def save_last(epoch: int, micro: int) -> Path:
-        state.update(epoch=epoch, micro=micro)
-        path = ckpt_dir / "last.safetensors"
+    def save_last(epoch: int, micro: int, sums: dict, counts: dict) -> Path:
+        # sums/counts: the epoch's running losses, so a resumed epoch averages over all its steps.
+        state.update(epoch=epoch, micro=micro, epoch_losses=distributed.all_gather((sums, counts)))
         rng = distributed.all_gather(_rng_state())  # every rank's, so each resumes its own stream
         if distributed.is_main_process():
-            save_checkpoint(path, detector.checkpoint_state(), detector.config,
-                            {**meta, "epoch": epoch, "step": state["step"], "kind": "last"})
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "rng": rng, "progress": dict(state)}, ckpt_dir / "last_state.pt")
+            publish_last(ckpt_dir, detector.checkpoint_state(), detector.config,
+                         {**meta, "epoch": epoch, "step": state["step"], "kind": "last"},
+                         {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                          "rng": rng, "progress": dict(state)})
         distributed.barrier()
-        return path
+        return ckpt_dir / LAST_MANIFEST
 
     best_path = ckpt_dir / "best.safetensors"
     epochs = int(cfg["epochs"])
@@ -356,6 +449,10 @@ def train(
                              pin_memory=device.type == "cuda")
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
+        losses = state.get("epoch_losses") or []
+        if start_micro and losses:  # resumed mid-epoch: carry on the sums of the steps before the kill
+            own = losses[rank] if rank < len(losses) else losses[0]
+            sums, counts = dict(own[0]), dict(own[1])
         steps_done = start_micro // accum
         micro = start_micro
         optimizer.zero_grad(set_to_none=True)
@@ -397,9 +494,9 @@ def train(
                 if distributed.is_main_process() and "loss" in sums:
                     bar.set_postfix(loss=f"{sums['loss'] / counts['loss']:.4f}")
                 if save_every and state["step"] % save_every == 0:
-                    save_last(epoch, micro)
+                    save_last(epoch, micro, sums, counts)
                 if stop_after and state["step"] >= stop_after:
-                    raise TrainingStopped(state["step"], save_last(epoch, micro))
+                    raise TrainingStopped(state["step"], save_last(epoch, micro, sums, counts))
                 if steps_done >= steps_per_epoch:
                     break
         bar.close()
@@ -431,7 +528,7 @@ def train(
                  {k: round(v, 4) for k, v in reported.items()}, metrics, " (best)" if improved else "")
         patience = cfg["patience"]
         state["stopped_early"] = patience is not None and state["bad_epochs"] >= int(patience)
-        save_last(epoch + 1, 0)
+        save_last(epoch + 1, 0, {}, {})
         if state["stopped_early"]:
             log.info("early stop: no improvement of val %s for %d epochs", cfg["select"], state["bad_epochs"])
             break
@@ -449,13 +546,10 @@ def train(
     return best_path
 
 
-def _resume(detector, optimizer, scheduler, last: Path, device: torch.device, rank: int) -> dict[str, Any]:
-    state_path = last.parent / "last_state.pt"
-    if not state_path.is_file():
-        raise HarnessError(f"cannot resume from {last}: {state_path} is missing")
-    detector.load_weights(last)
+def _resume(detector, optimizer, scheduler, manifest: Path, device: torch.device, rank: int) -> dict[str, Any]:
+    weights, saved = load_last(manifest)
+    detector.load_weights(weights)
     detector.to(device)
-    saved = torch.load(state_path, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     rng = saved["rng"]

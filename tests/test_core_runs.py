@@ -33,3 +33,50 @@ def test_device_selection():
     if not torch.cuda.is_available():
         with pytest.raises(HarnessError, match="CUDA is not available"):
             select_device("cuda")
+
+
+def _close_run_logs():
+    import logging
+
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def test_a_reused_run_folder_must_hold_the_same_configuration(tmp_path):
+    folder = tmp_path / "run"
+    base = [f"run.dir={folder}", "run.device=cpu", "detector.width=4"]
+    try:
+        first = start_run(cfg.resolve(overrides=base + ["run.seed=1"]), label="x")
+        first.write_json("results.json", {"acc": 0.9})
+        # resuming: the same settings, plus ones that only steer how the work is done
+        start_run(cfg.resolve(overrides=base + ["run.seed=1", "train.stop_after_steps=3"]), label="x")
+        with pytest.raises(HarnessError, match=r"run\.seed: 1 -> 2") as refused:
+            start_run(cfg.resolve(overrides=base + ["run.seed=2"]), label="x")
+        assert "pick a new folder" in str(refused.value)
+        with pytest.raises(HarnessError, match=r"detector\.width: 4 -> 8"):
+            start_run(cfg.resolve(overrides=[f"run.dir={folder}", "run.device=cpu", "detector.width=8",
+                                             "run.seed=1"]), label="x")
+    finally:
+        _close_run_logs()
+    # the refused runs left the first run's files as they were
+    assert json.loads((folder / "results.json").read_text()) == {"acc": 0.9}
+    assert json.loads((folder / "config.json").read_text())["run"]["seed"] == 1
+
+
+def test_run_folder_write_failures_are_one_clear_error(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(HarnessError, match="cannot write the run folder"):
+        start_run(cfg.resolve(overrides=[f"run.out={blocker}", "run.device=cpu"]), label="x")
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(HarnessError, match="No space left on device"):
+        start_run(cfg.resolve(overrides=[f"run.out={tmp_path / 'runs'}", "run.device=cpu"]), label="x")

@@ -234,3 +234,39 @@ def test_training_without_a_val_split_reads_the_stored_train_features(tmp_path, 
     # the second time every train feature is stored and the val list is empty: nothing to look up
     ckpt = train_head(det, data["train"], [], config=config, run_dir=tmp_path / "run2", device="cpu")
     assert det.backbone.images == seen and ckpt.is_file()
+
+
+def test_a_malformed_index_is_ignored_and_its_images_recomputed(tmp_path, caplog):
+    store = FeatureStore(tmp_path / "k", {"schema": 1})
+    store.add(["a", "b"], np.ones((2, 3), dtype=np.float32))
+    np.save(tmp_path / "k" / "odd.npy", np.zeros((1, 3), dtype=np.float32))
+    (tmp_path / "k" / "odd.json").write_text("5")  # valid JSON, not a list of keys
+    np.save(tmp_path / "k" / "odd2.npy", np.zeros((1, 3), dtype=np.float32))
+    (tmp_path / "k" / "odd2.json").write_text(json.dumps([{"key": 1}]))
+    with caplog.at_level("WARNING", logger="harness.feature_cache"):
+        again = FeatureStore(tmp_path / "k", {"schema": 1})
+    assert len(again) == 2 and "a" in again
+    assert sum("not a list of image keys" in r.getMessage() for r in caplog.records) == 2
+
+
+@pytest.mark.parametrize("problem", ["a file in the way", "full disk"])
+def test_an_unwritable_feature_cache_is_a_warning_and_features_are_still_computed(tmp_path, data, monkeypatch,
+                                                                                   caplog, problem):
+    import errno
+
+    samples = data["test"][:8]
+    expected = cached_features(make_detector(tmp_path / "good"), samples, batch_size=8).features
+    det = make_detector(tmp_path)
+    if problem == "a file in the way":
+        (tmp_path / "features").write_text("in the way")
+    else:
+        def full_disk(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(np, "save", full_disk)
+    with caplog.at_level("WARNING", logger="harness.feature_cache"):
+        table = cached_features(det, samples, batch_size=8)
+    assert table.valid.all() and np.array_equal(table.features, expected)
+    assert any("cannot write the feature cache" in r.getMessage() for r in caplog.records)
+    if problem == "full disk":
+        assert not list((tmp_path / "features").rglob("*.npy"))  # nothing half-written left behind

@@ -220,3 +220,47 @@ def test_matrix_trains_on_each_generator_and_tests_on_all(env, capsys):
             assert matrix.loc[gen, test_gen] == pytest.approx(100 * results["metrics"]["per_generator"][test_gen]["acc"])
     assert "trained on" in out and "*" in out
     assert main(args + ["--weights", "x.safetensors"]) == 2
+
+
+def test_a_generator_whose_reals_all_fail_to_decode_is_a_plan_warning(env):
+    det = TinyResidualDetector()
+    weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)
+    for real in (env / "data" / "test" / "g2" / "0_real").iterdir():
+        real.write_bytes(real.read_bytes()[:60])  # a PNG cut short: listed, but it cannot be decoded
+    results = harness_run(env, "--weights", str(weights))
+    assert len(results["skipped"]) == 6
+    assert "generator g2 has no scored real test images" in " ".join(results["plan_warnings"])
+    assert results["metrics"]["per_generator"]["g2"]["real_acc"] is None  # fakes alone: the warning says why
+
+
+def test_an_output_folder_inside_the_suite_root_is_refused(env, capsys):
+    det = TinyResidualDetector()
+    weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)
+    before = sorted(p for p in (env / "data").rglob("*") if p.is_file())
+    for command in (["analyze", "tiny-count"], ["run"]):
+        code = main([*command, "--detector", "tiny-residual", "--suite", "folder", "--set",
+                     f"suite.root={env / 'data'}", "--weights", str(weights), "--out", str(env / "data" / "out")])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert "inside the suite's folder" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p for p in (env / "data").rglob("*") if p.is_file()) == before
+
+
+def test_a_full_disk_while_writing_the_results_is_one_clear_error(env, capsys, monkeypatch):
+    import errno
+
+    det = TinyResidualDetector()
+    weights = save_checkpoint(env / "w.safetensors", det.checkpoint_state(), det.config)
+    original = pd.DataFrame.to_csv
+
+    def to_csv(self, path=None, *args, **kwargs):
+        if str(path).endswith("scores.csv"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
+    code = main(["run", "--detector", "tiny-residual", "--suite", "folder", "--set", f"suite.root={env / 'data'}",
+                 "--out", str(env / "runs"), "--set", "eval.workers=0", "--weights", str(weights)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("harness:")]
+    assert code == 2 and len(err) == 1  # one line (the progress bars aside), no traceback
+    assert "cannot write the run folder" in err[0] and "No space left on device" in err[0]

@@ -17,15 +17,36 @@ from harness.runs import config_hash
 GENERATORS = ["tconv", "nearest", "bilinear", "pixelshuffle", "vqvae", "denoiser"]
 
 
+def make_scores(accs: dict[str, float], n: int = 40, lost_class: dict[str, int] | None = None) -> pd.DataFrame:
+    """``n`` images per generator (half real, half fake) of which round(acc * n) are on the right side of 0;
+    ``lost_class`` drops every image of one label in a generator (all unreadable, say)."""
+    rows = []
+    for g, acc in accs.items():
+        right = round(acc * n)
+        for i in range(n):
+            label = i % 2
+            sign = 1.0 if i < right else -1.0  # correct: fakes above 0, reals below
+            logit = sign * (0.5 + i / n) * (1 if label else -1)
+            if (lost_class or {}).get(g) != label:
+                rows.append((f"/img/{g}/{i}.png", g, "test", label, logit))
+    return pd.DataFrame(rows, columns=["path", "generator", "split", "label", "logit"])
+
+
 def make_run(folder: Path, detector: str = "npr", *, seed: int = 0, shift: float = 0.0,
-             started: str = "2026-11-22T00:10:00Z", analyses: bool = True, weights_file: bool = True) -> Path:
-    """A finished run folder as the pipeline writes it: config.json, environment.json, results.json, analyses/."""
+             started: str = "2026-11-22T00:10:00Z", analyses: bool = True, weights_file: bool = True,
+             lost_class: dict[str, int] | None = None, suite: str = "mini") -> Path:
+    """A finished run folder as the pipeline writes it: config.json, environment.json, scores.csv, results.json
+    (its metrics computed from the scores as the pipeline does), analyses/."""
+    from harness.metrics import evaluate
+    from harness.pipeline import json_safe
+
     folder.mkdir(parents=True, exist_ok=True)
     accs = {g: min(1.0, round(0.95 - 0.07 * i + shift, 6)) for i, g in enumerate(GENERATORS)}
-    config = {"run": {"seed": seed, "device": "cpu", "detector": detector, "suite": "mini", "profile": "mini",
+    config = {"run": {"seed": seed, "device": "cpu", "detector": detector, "suite": suite, "profile": "mini",
                       "benchmark": "mini"},
-              "detector": {"width": 8}, "suite": {"preset": "tiny"}, "eval": {}, "train": {"epochs": 2, "lr": 1e-3},
-              "analyses": {}, "protocol": {"suite": "mini", "train_generators": ["tconv"]}}
+              "detector": {"width": 8}, "suite": {"preset": "tiny"}, "eval": {"bootstrap": 50},
+              "train": {"epochs": 2, "lr": 1e-3},
+              "analyses": {}, "protocol": {"suite": suite, "train_generators": ["tconv"]}}
     env = {"python": "3.11.7", "packages": {"aigi-harness": "0.1.0", "torch": "2.4.0"},
            "plugins": {detector: {"distribution": "aigi-harness", "version": "0.1.0", "broken": False}},
            "git_revision": "0123456789abcdef0123456789abcdef01234567", "device": "cpu",
@@ -35,18 +56,14 @@ def make_run(folder: Path, detector: str = "npr", *, seed: int = 0, shift: float
     if weights_file:
         weights.parent.mkdir(exist_ok=True)
         weights.write_bytes(f"weights of {detector} {shift}".encode())
-    vals = list(accs.values())
-    per_generator = {g: {"n": 40, "acc": a, "real_acc": a, "fake_acc": a, "auc": float("nan"), "ap": 0.9}
-                     for g, a in accs.items()}
+    scores = make_scores(accs, lost_class=lost_class)
+    scores.to_csv(folder / "scores.csv", index=False)
     results = {
-        "schema": 1, "detector": detector, "suite": "mini", "benchmark": "mini", "train_generators": ["tconv"],
+        "schema": 1, "detector": detector, "suite": suite, "benchmark": "mini", "train_generators": ["tconv"],
         "test_generators": GENERATORS,
         "weights": {"path": str(weights), "sha256": "ab" * 32, "trained_in_run": True},
         "manifest_hash": "f00d" * 16,
-        "metrics": {"per_generator": per_generator, "overall": {"acc": float(np.mean(vals))},
-                    "summary": {"mAcc": float(np.mean(vals)), "std": float(np.std(vals)),
-                                "worst_generator": GENERATORS[-1], "worst_acc": min(vals),
-                                "mAcc_ci95": [float(np.mean(vals)) - 0.05, float(np.mean(vals)) + 0.05]}},
+        "metrics": json_safe(evaluate(scores, None, generators=GENERATORS, n_boot=50, seed=seed)),
         "analyses": {}, "skipped": [{"path": "/x/broken.png", "reason": "truncated"}], "seed": seed,
     }
     if analyses:
@@ -125,7 +142,7 @@ def test_record_carries_the_run_provenance_and_metrics(tmp_path):
     assert record["protocol"]["test_generators"] == GENERATORS
     for gen in GENERATORS:
         assert record["metrics"]["per_generator"][gen]["acc"] == results["metrics"]["per_generator"][gen]["acc"]
-        assert record["metrics"]["per_generator"][gen]["auc"] is None  # NaN is not JSON: an undefined metric
+        assert record["metrics"]["per_generator"][gen]["auc"] == results["metrics"]["per_generator"][gen]["auc"]
     summary = record["metrics"]["summary"]
     assert summary["mAcc"] == pytest.approx(np.mean([results["metrics"]["per_generator"][g]["acc"] for g in GENERATORS]))
     assert summary["worst_generator"] == "denoiser" and len(summary["mAcc_ci95"]) == 2
@@ -175,7 +192,7 @@ def test_run_without_analyses_gives_null_sections(tmp_path):
     ("results.json", "results.json is missing"),
     ("per_generator", "no per-generator metrics"),
     ("schema", "unsupported results schema"),
-    ("json", "cannot read it as JSON"),
+    ("json", "not a readable run file"),
 ])
 def test_unfinished_or_foreign_run_folders_are_refused(tmp_path, broken, message):
     run = make_run(tmp_path / "run")

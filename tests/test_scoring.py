@@ -247,3 +247,80 @@ def test_bf16_on_cpu_scores_a_bf16_copy_and_keeps_the_callers_weights(tmp_path):
     assert not np.array_equal(bf16["logit"].to_numpy(), fp32["logit"].to_numpy())  # really ran in bf16
     with pytest.raises(HarnessError, match="precision"):
         score_samples(det, samples, device="cpu", precision="fp16")
+
+
+# -- a cache that cannot be used never stops scoring (issue 15) ---------------------------------------------
+
+
+def _full_disk_on_append(monkeypatch):
+    """Opening a cache file for appending works; every write to it fails as on a full disk."""
+    import errno
+
+    class FullFile:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+        def close(self):
+            self.fh.close()
+
+    original = Path.open
+
+    def opener(self, mode="r", *args, **kwargs):
+        fh = original(self, mode, *args, **kwargs)
+        return FullFile(fh) if "a" in mode and self.suffix == ".jsonl" else fh
+
+    monkeypatch.setattr(Path, "open", opener)
+
+
+def _read_only(monkeypatch):
+    import errno
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+
+
+@pytest.mark.parametrize("problem", ["cache folder is a file", "full disk", "read-only"])
+def test_an_unusable_score_cache_is_a_warning_and_scoring_goes_on(tmp_path, monkeypatch, caplog, problem):
+    samples = make_samples(tmp_path / "data", n=4)
+    reference = score_samples(TinyResidualDetector(), samples, device="cpu", batch_size=4)
+    cache = tmp_path / "cache"
+    if problem == "cache folder is a file":
+        cache.write_text("in the way")
+    elif problem == "full disk":
+        _full_disk_on_append(monkeypatch)
+    else:
+        _read_only(monkeypatch)
+    with caplog.at_level("WARNING", logger="harness.scoring"):
+        frame = score_samples(TinyResidualDetector(), samples, device="cpu", batch_size=4, cache_dir=cache)
+    pd.testing.assert_frame_equal(frame, reference)
+    warnings = [r.getMessage() for r in caplog.records if "cannot write the score cache" in r.getMessage()]
+    assert len(warnings) == 1 and "scoring goes on" in warnings[0]
+
+
+def test_malformed_cache_lines_are_skipped_counted_and_rescored(tmp_path, caplog):
+    import json
+
+    samples = make_samples(tmp_path / "data", n=4)  # 16 images
+    cache = tmp_path / "cache"
+    reference = score_samples(TinyResidualDetector(), samples, device="cpu", batch_size=4, cache_dir=cache)
+    (part,) = cache.glob("*/scores-*.jsonl")
+    lines = part.read_text().splitlines()
+    first = json.loads(lines[0])
+    bad = [json.dumps({"path": 5}), "[1, 2]", "not json", json.dumps({**first, "size": "big"}),
+           json.dumps({**first, "logit": None, "error": None}), '"just a string"', "null"]
+    part.write_text("\n".join(bad[:4] + lines[1:] + bad[4:]) + "\n")  # the first image's good line is gone
+    TinyResidualDetector.calls = 0
+    with caplog.at_level("WARNING", logger="harness.scoring"):
+        again = score_samples(TinyResidualDetector(), samples, device="cpu", batch_size=4, cache_dir=cache)
+    pd.testing.assert_frame_equal(again, reference)
+    assert again.attrs["cached"] == len(samples) - 1 and again.attrs["scored"] == 1
+    assert TinyResidualDetector.calls == 1  # only the image whose line was broken
+    assert any(f"{len(bad)} malformed line(s) skipped" in r.getMessage() for r in caplog.records)

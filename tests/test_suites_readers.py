@@ -276,3 +276,30 @@ def test_csv_repeated_row_is_listed_once_and_recorded(tmp_path):
     assert [(s.generator, s.label) for s in samples] == [("g1", 0), ("g2", 0)]  # a real under two generators
     assert suite.ignored == [(str(tmp_path / "imgs" / "a.png"),
                               "line 4 repeats line 2 (same path, label, generator and split): listed once")]
+
+
+def test_csv_paths_outside_its_folder_are_reported_skips_unless_allowed(tmp_path):
+    root = tmp_path / "suite"
+    touch_images(root / "imgs", ["in.png", "fake.png"])
+    touch_images(tmp_path, ["outside.png"])
+    (root / "imgs" / "link.png").symlink_to(tmp_path / "outside.png")
+    csv_path = root / "list.csv"
+    csv_path.write_text("path,label,pair\n"
+                        "imgs/in.png,0,\n"
+                        "/etc/passwd,1,\n"
+                        "../outside.png,1,\n"
+                        "imgs/../../outside.png,1,\n"
+                        "imgs/link.png,1,\n"
+                        "imgs/fake.png,1,../outside.png\n")
+    suite = CSVSuite({"root": str(csv_path)})
+    assert [s.path for s in suite.scan()] == [str(root / "imgs" / "in.png")]
+    reasons = _reasons(suite)
+    outside = str(tmp_path / "outside.png")
+    assert set(reasons) == {"/etc/passwd", outside}
+    assert all("outside the CSV file's folder" in r and "allow_outside_root" in r for r in reasons.values())
+    assert len(suite.ignored) == 5  # one reported skip per row
+    allowed = CSVSuite({"root": str(csv_path), "allow_outside_root": True})
+    listed = {s.path: s.pair for s in allowed.scan()}
+    assert set(listed) == {str(root / "imgs" / "in.png"), "/etc/passwd", outside, str(root / "imgs" / "fake.png")}
+    assert listed[str(root / "imgs" / "fake.png")] == outside
+    assert all("repeats line" in reason for _, reason in allowed.ignored)  # the three ways to outside.png

@@ -18,7 +18,8 @@ from fakedata import write_pairs
 from harness.cli import main
 from harness.detector import Detector, InputPolicy
 from harness.suite import Sample
-from harness.training import TrainingStopped, epoch_order, make_schedule, train
+from harness.errors import HarnessError
+from harness.training import TrainingStopped, epoch_order, load_last, make_schedule, train
 from harness.plugins.detectors.ppl import PPL
 
 
@@ -125,7 +126,7 @@ def test_resume_after_a_kill_gives_identical_weights(tmp_path, monkeypatch):
     # Stop after 2 of the 3 optimiser steps of epoch 1 (mid-epoch, RPR and PCL drawing random numbers).
     with pytest.raises(TrainingStopped) as stop:
         run(tmp_path / "b", stop_after_steps=2)
-    progress = torch.load(tmp_path / "b" / "checkpoints" / "last_state.pt", weights_only=True)["progress"]
+    progress = load_last(tmp_path / "b" / "checkpoints" / "last.manifest.json")[1]["progress"]
     assert (progress["epoch"], progress["micro"], progress["step"]) == (0, 4, 2)
     assert stop.value.last.is_file()
 
@@ -135,13 +136,15 @@ def test_resume_after_a_kill_gives_identical_weights(tmp_path, monkeypatch):
     _, best_b = run(tmp_path / "b")
     assert len(calls) == (6 - 4) + 6  # the resumed run did only the remaining micro-batches
 
-    a, b = weights(tmp_path / "a" / "checkpoints" / "last.safetensors"), weights(tmp_path / "b" / "checkpoints" / "last.safetensors")
+    a, b = (weights(load_last(tmp_path / run / "checkpoints" / "last.manifest.json")[0]) for run in "ab")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.equal(v, weights(best_b)[k]) for k, v in weights(best_a).items())
     history_a = json.loads((tmp_path / "a" / "training.json").read_text())["history"]
     history_b = json.loads((tmp_path / "b" / "training.json").read_text())["history"]
     assert [h["val"] for h in history_a] == [h["val"] for h in history_b]
+    # The epoch cut by the kill averages its loss over all its steps, not only those after the resume.
+    assert [h["train"] for h in history_a] == [h["train"] for h in history_b]
 
 
 def test_early_stopping_and_skipped_files(tmp_path):
@@ -232,3 +235,117 @@ def test_two_process_gloo_training_keeps_replicas_identical(tmp_path):
     summary = json.loads((tmp_path / "run" / "training.json").read_text())
     assert summary["steps"] == 2 * 4  # 16 samples: 8 per rank, batch 2 -> 4 steps per epoch
     assert set(saved) == set(state0)
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing in the harness catches it, so no cleanup code runs."""
+
+
+def _kill_on_call(monkeypatch, target, name, at_call, partial=None):
+    """Replace ``target.name`` so that its ``at_call``-th call (optionally) writes a torn file and dies."""
+    original = getattr(target, name)
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at_call:
+            if partial is not None:
+                partial(*args)
+            raise Killed(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, wrapper)
+
+
+def _torn_safetensors(state, path, *rest):
+    with open(path, "wb") as fh:
+        fh.write(b"\x08\x00\x00\x00")  # a header length and nothing else
+
+
+def _empty_state_file(obj, path, *rest):
+    open(path, "wb").close()  # what a kill during torch.save left: a 0-byte file
+
+
+@pytest.mark.parametrize("point", ["weights", "state", "manifest", "cleanup"])
+def test_a_kill_at_any_point_of_saving_last_resumes_to_the_same_weights(tmp_path, monkeypatch, point):
+    import harness.checkpoints
+    import harness.training
+
+    data, val = samples(tmp_path, "train", 12, 0), samples(tmp_path, "val", 2, 1)
+    config = {"run": {"seed": 3}, "train": {"epochs": 2, "batch_size": 4, "lr": 0.05, "save_every_steps": 1}}
+
+    def run(run_dir):
+        torch.manual_seed(0)
+        det = SmallDetector()
+        train(det, data, val, config=config, run_dir=run_dir, device="cpu")
+        return det, json.loads((run_dir / "training.json").read_text())
+
+    reference, reference_log = run(tmp_path / "a")
+    with monkeypatch.context() as patch:
+        # the 4th save of `last` (after step 4 of 6 in epoch 1) dies at `point`
+        if point == "weights":
+            _kill_on_call(patch, harness.checkpoints, "save_file", 4, _torn_safetensors)
+        elif point == "state":
+            _kill_on_call(patch, torch, "save", 4, _empty_state_file)
+        elif point == "manifest":
+            _kill_on_call(patch, harness.training, "_write_manifest", 4)
+        else:
+            _kill_on_call(patch, harness.training, "_remove_stale", 4)
+        with pytest.raises(Killed):
+            run(tmp_path / "b")
+    manifest = tmp_path / "b" / "checkpoints" / "last.manifest.json"
+    # Every save that completed its rename is what resume sees; a torn one is never named.
+    step = json.loads(manifest.read_text())["step"]
+    assert step == (4 if point == "cleanup" else 3)
+    assert load_last(manifest)[1]["progress"]["step"] == step
+    resumed, resumed_log = run(tmp_path / "b")
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in reference.state_dict().items())
+    assert resumed_log["history"] == reference_log["history"]
+    leftovers = sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("last-*"))
+    assert len(leftovers) == 3  # one pair (weights, its JSON, state); the torn files are gone
+
+
+def test_resume_refuses_weights_and_state_that_do_not_belong_together(tmp_path):
+    data = samples(tmp_path, "train", 4, 0)
+    config = {"run": {"seed": 0}, "train": {"epochs": 1, "batch_size": 4, "lr": 0.05, "stop_after_steps": 1}}
+    with pytest.raises(TrainingStopped):
+        train(SmallDetector(), data, [], config=config, run_dir=tmp_path / "run", device="cpu")
+    ckpt = tmp_path / "run" / "checkpoints"
+    manifest = json.loads((ckpt / "last.manifest.json").read_text())
+    # Weights of another step under the name the manifest gives: the hash tells them apart.
+    from harness.checkpoints import save_checkpoint
+    save_checkpoint(ckpt / manifest["weights"]["file"], {k: v + 1 for k, v in SmallDetector().state_dict().items()}, {})
+    with pytest.raises(HarnessError, match="not the one the manifest names"):
+        train(SmallDetector(), data, [], config=config, run_dir=tmp_path / "run", device="cpu")
+    afresh = {**config, "train": {**config["train"], "resume": False}}
+    with pytest.raises(TrainingStopped):
+        train(SmallDetector(), data, [], config=afresh, run_dir=tmp_path / "run", device="cpu")
+    manifest = json.loads((ckpt / "last.manifest.json").read_text())
+    (ckpt / manifest["state"]["file"]).unlink()
+    with pytest.raises(HarnessError, match="state file .* is missing"):
+        train(SmallDetector(), data, [], config=config, run_dir=tmp_path / "run", device="cpu")
+    # The old layout (weights and state side by side, nothing tying them together) is refused in one line.
+    (ckpt / "last.manifest.json").unlink()
+    (ckpt / "last.safetensors").write_bytes(b"")
+    (ckpt / "last_state.pt").write_bytes(b"")
+    with pytest.raises(HarnessError, match="train.resume=false"):
+        train(SmallDetector(), data, [], config=config, run_dir=tmp_path / "run", device="cpu")
+
+
+def test_harness_train_resumes_in_its_run_dir_and_refuses_another_configuration(tmp_path, capsys):
+    root = tmp_path / "data"
+    samples(root, "train", 6, 0)
+    samples(root, "val", 2, 1)
+    run_dir = tmp_path / "run"
+    args = ["train", "--detector", "naive", "--suite", "folder", "--set", f"suite.root='{root}'", "--device", "cpu",
+            "--set", f"run.dir='{run_dir}'", "--set", "detector.backbone='tiny'", "--set", "detector.pretrained='none'",
+            "--set", "detector.image_size=16", "--set", "detector.lora=false", "--set", "detector.tiny.patch_size=4",
+            "--set", "train.epochs=1", "--set", "train.batch_size=4"]
+    assert main(args + ["--set", "train.stop_after_steps=1"]) == 0
+    assert "training stopped after 1 steps" in capsys.readouterr().out
+    assert main(args) == 0  # the same configuration: it resumes
+    assert "best checkpoint" in capsys.readouterr().out
+    assert json.loads((run_dir / "training.json").read_text())["steps"] == 3
+    assert main(args + ["--set", "train.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run of another configuration" in err and "train.lr" in err

@@ -30,9 +30,13 @@ def add_parser(subparsers) -> None:
     add.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'harness run'")
     add.add_argument("--benchmark", metavar="NAME", help="file it under this benchmark (default: the run's)")
     add.add_argument("--figure", dest="figures", action="append", metavar="GLOB",
-                     help="run figures to publish with the record, globs relative to RUN_DIR (repeatable; default: "
+                     help="run figures to publish with the record, globs relative to RUN_DIR and inside it, PNG of at most "
+                     "8192 pixels a side (repeatable; default: "
                      + ", ".join(DEFAULT_FIGURES) + "); --figure none publishes none")
     add.add_argument("--build", action="store_true", help="rebuild the benchmark's pages afterwards")
+    add.add_argument("--force", action="store_true",
+                     help="file a run even though a test generator has no scored image of one class (its "
+                     "accuracy is then the other class's alone)")
     add.set_defaults(func=run_add)
 
     check = actions.add_parser("validate", parents=[root], help="check every record: schema, integrity hash, name, duplicates")
@@ -51,11 +55,11 @@ def run_add(args) -> int:
     patterns = tuple(args.figures) if args.figures else DEFAULT_FIGURES
     if patterns == ("none",):
         patterns = ()
-    path = leaderboard.add_run(run_dir, Path(args.root), benchmark=args.benchmark, figure_patterns=patterns)
+    path, *pages = leaderboard.add_run(run_dir, Path(args.root), benchmark=args.benchmark,
+                                       figure_patterns=patterns, force=args.force, build=args.build)
     print(f"added {path}")
-    if args.build:
-        for written in leaderboard.build_benchmark(path.parent.parent):
-            print(f"wrote {written}")
+    for written in pages:
+        print(f"wrote {written}")
     return 0
 
 
@@ -64,7 +68,8 @@ def run_validate(args) -> int:
 
     root = Path(args.root)
     if not root.is_dir():
-        raise HarnessError(f"leaderboard folder {root} does not exist")
+        raise HarnessError(f"leaderboard folder {root} " + ("is a file, not a folder" if root.exists()
+                                                            else "does not exist"))
     problems = leaderboard.validate(root)
     for path, message in problems:
         print(f"{path}: {message}", file=sys.stderr)
@@ -82,7 +87,8 @@ def run_build(args) -> int:
 
     root = Path(args.root)
     if not root.is_dir():
-        raise HarnessError(f"leaderboard folder {root} does not exist")
+        raise HarnessError(f"leaderboard folder {root} " + ("is a file, not a folder" if root.exists()
+                                                            else "does not exist"))
     for path in leaderboard.build(root):
         print(f"wrote {path}")
     problems = leaderboard.validate(root)

@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
         help="train a detector on a suite (best and last checkpoints in the run folder)",
         description="Train the detector on the suite's train split (of --generators, default: every generator), "
         "validating each epoch on their val split. Writes checkpoints/best.safetensors (+ .json), "
-        "checkpoints/last.safetensors and training.json in a new run folder; --set run.dir=RUN resumes "
+        "the last checkpoint (checkpoints/last.manifest.json naming its weights and state) and training.json in a new run folder; --set run.dir=RUN resumes "
         "a stopped run from its last checkpoint. --weights initialises from a checkpoint. Under torchrun "
         "every process trains on its shard (DDP).",
     )

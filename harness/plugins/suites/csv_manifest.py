@@ -24,8 +24,9 @@ class CSVSuite(TreeSuite):
     layout = ("a CSV file with a header row and columns path,label[,generator][,split][,pair]; label 0/1, "
               "real/fake or nature/ai; relative paths are read from the CSV file's folder")
     # generator / split: values for rows that leave those columns out (generator defaults to
-    # the CSV file's name without extension).
-    defaults = {"root": None, "generator": None, "split": "test"}
+    # the CSV file's name without extension). allow_outside_root: read paths that lead outside the
+    # CSV file's folder (absolute paths, '..', symlinks out); by default each is a reported skip.
+    defaults = {"root": None, "generator": None, "split": "test", "allow_outside_root": False}
 
     def root_path(self) -> Path:
         raw = self.config.get("root") or (os.environ.get(self.root_env) if self.root_env else None)
@@ -49,6 +50,7 @@ class CSVSuite(TreeSuite):
         base = path.parent
         default_generator = self.config.get("generator") or path.stem
         default_split = self.config.get("split") or "test"
+        confined = not self.config.get("allow_outside_root", False)
         samples, problems = [], []
         # path -> (line, label) of its first row; (path, generator, split) -> line of its first row
         first_label: dict[str, tuple[int, int]] = {}
@@ -77,6 +79,12 @@ class CSVSuite(TreeSuite):
                         continue
                     pair = (row.get("pair") or "").strip()
                     image = str((base / raw_path).resolve())
+                    pair_path = str((base / pair).resolve()) if pair else None
+                    outside = [p for p in (image, pair_path) if p and confined and not _inside(base, p)]
+                    if outside:
+                        self.ignore(outside[0], f"line {line}: outside the CSV file's folder {base}; set "
+                                                "suite.allow_outside_root=true to read it")
+                        continue
                     generator = (row.get("generator") or "").strip() or default_generator
                     seen_line, seen_label = first_label.setdefault(image, (line, label))
                     if seen_label != label:
@@ -93,14 +101,18 @@ class CSVSuite(TreeSuite):
                         self.ignore(image, f"line {line} repeats line {repeat} (same path, label, generator "
                                            f"and split): listed once")
                         continue
-                    samples.append(Sample(image, label, generator, split,
-                                          str((base / pair).resolve()) if pair else None))
+                    samples.append(Sample(image, label, generator, split, pair_path))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise HarnessError(f"suite 'csv': cannot read {path}: {exc}") from None
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise HarnessError(f"suite 'csv': {path} has {len(problems)} bad row(s): {shown}")
         yield from samples
+
+
+def _inside(base: Path, path: str) -> bool:
+    """Whether the resolved ``path`` lies under the folder ``base`` (already resolved)."""
+    return Path(path).is_relative_to(base)
 
 
 @hookimpl

@@ -20,6 +20,7 @@ one line naming the ``import`` command; nothing retries for a minute.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import logging
 import os
@@ -325,7 +326,7 @@ def _download(url: str, part: Path, desc: str) -> None:
                         fh.write(block)
                         bar.update(len(block))
                 complete = total is None or part.stat().st_size >= total
-            except (OSError, urllib.error.URLError, ConnectionError) as exc:
+            except (OSError, http.client.HTTPException) as exc:  # IncompleteRead: the server cut the body
                 log.warning("download of %s cut at %d bytes (%s)", url, part.stat().st_size, exc)
                 complete = False
         if complete:

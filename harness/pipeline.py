@@ -164,7 +164,7 @@ def _obtain_weights(detector, config: dict, plan: Plan, run: Run) -> dict[str, A
         path = Path(weights)
         detector.load_weights(path)
         return {"path": str(path.resolve()), "sha256": sha256_file(path) if path.is_file() else None,
-                "trained_in_run": False}
+                "trained_in_run": False, **_weights_origin(config, path)}
     if not type(detector).trainable:
         # a detector that carries its own (official) weights, loaded when it is built
         return {"path": None, "sha256": None, "trained_in_run": False}
@@ -176,6 +176,20 @@ def _obtain_weights(detector, config: dict, plan: Plan, run: Run) -> dict[str, A
     best = Path(train(detector, plan.train, plan.val, config=config, run_dir=run.dir, device=run.device))
     detector.load_weights(best)
     return {"path": str(best.resolve()), "sha256": sha256_file(best), "trained_in_run": True}
+
+
+def _weights_origin(config: dict, path: Path) -> dict[str, Any]:
+    """What a loaded checkpoint was trained on, as far as it is known: the generators a harness
+    checkpoint's sidecar names, else the registry entry's description; and which entry it is."""
+    from harness import weights as registry
+    from harness.checkpoints import checkpoint_meta
+
+    name = config["run"].get("weights_entry")
+    meta = checkpoint_meta(path)
+    generators = meta.get("train_generators") if isinstance(meta.get("train_generators"), list) else None
+    trained_on = ", ".join(generators) if generators else (registry.get(name).trained_on if name else None)
+    return {"entry": name, "train_generators": generators or [], "trained_on": trained_on,
+            "setting_conflicts": config["run"].get("weights_conflicts", [])}
 
 
 def check_compile(config: dict, device) -> None:
@@ -296,7 +310,10 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
         "benchmark": protocol.name,
         "protocol": protocol.to_dict(),
         "profile": config["run"].get("profile"),
-        "train_generators": plan.train_generators,
+        # What the model was trained on: the protocol's generators when this run trained it, else
+        # what the checkpoint records (empty when unknown), never the generators it is tested on.
+        "train_generators": plan.train_generators if weights.get("trained_in_run") or weights["path"] is None
+        else weights.get("train_generators", []),
         "test_generators": plan.test_generators,
         "weights": weights,
         # Where the backbone's weights came from (hub, local file, or random init when asked for).
@@ -354,7 +371,12 @@ def paper_table(results_by_detector: dict[str, dict], generators: list[str]) -> 
 def print_results(results: dict[str, Any], protocol: Protocol) -> None:
     measured = results["metrics"]
     print(f"\n{results['benchmark']}: {protocol.description or results['suite']}")
-    print(f"trained on: {', '.join(results['train_generators'])}; accuracy (%) at P(fake) = 0.5\n")
+    weights = results.get("weights") or {}
+    if weights.get("path") and not weights.get("trained_in_run"):
+        print(f"weights: {weights.get('entry') or weights['path']} (not trained in this run; trained on: "
+              f"{weights.get('trained_on') or 'not recorded'}); accuracy (%) at P(fake) = 0.5\n")
+    else:
+        print(f"trained on: {', '.join(results['train_generators'])}; accuracy (%) at P(fake) = 0.5\n")
     print(tabulate(paper_table({results["detector"]: measured}, results["test_generators"]),
                    headers="keys", floatfmt=".1f", missingval="-"))
     per_gen = metrics_frame(measured["per_generator"], measured["overall"])[protocol.metrics]

@@ -195,7 +195,7 @@ def _weights_origin(config: dict, path: Path) -> dict[str, Any]:
 def check_compile(config: dict, device) -> None:
     """Refuse ``run.compile`` with the CPU bf16 copy before any work (training) is done."""
     if config["run"].get("compile") and \
-            effective_precision(str(config.get("eval", {}).get("precision", "auto")), device) == "bf16-weights":
+            effective_precision(str(config.get("eval", {}).get("precision", "fp32")), device) == "bf16-weights":
         raise HarnessError("run.compile cannot be combined with eval.precision=bf16 on CPU, which scores a "
                            "bf16 copy of the model: drop one of the two")
 
@@ -215,7 +215,7 @@ def _eval_settings(config: dict) -> dict[str, Any]:
         "batch_size": int(ev.get("batch_size", config.get("train", {}).get("batch_size", 64))),
         "workers": int(ev.get("workers", min(4, os.cpu_count() or 1))),
         "cache_dir": cache_dir,
-        "precision": str(ev.get("precision", "auto")),
+        "precision": str(ev.get("precision", "fp32")),
     }
 
 
@@ -328,6 +328,8 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
         "counts": {"train": len(plan.train), "val": len(plan.val), "test": len(plan.test),
                    "scored_test": len(test_df), "from_cache_test": test_df.attrs.get("cached", 0)},
         "score_cache_key": test_df.attrs.get("cache_key"),
+        # fp32 unless bf16 was asked for (eval.precision): what the scores were computed in
+        "precision": effective_precision(str(ev.get("precision", "fp32")), run.device),
         "seed": run.seed,
         "run_dir": str(run.dir),
     }

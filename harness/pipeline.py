@@ -58,6 +58,8 @@ def resolve(args, extra_overrides: list[str] | None = None) -> tuple[dict, Proto
     protocol = Protocol.from_config(early.get("protocol", {}), name=name, path=path)
     args = copy.copy(args)
     args.overrides = overrides
+    if protocol.weights and not getattr(args, "weights", None):
+        args.weights = protocol.weights  # a reproduction protocol scores its official checkpoint
     config = resolve_config(args, suite_name=protocol.suite, profile=protocol.profile, layer=layer)
     if protocol.profile and config["run"]["profile"] is None:
         log.warning("detector '%s' has no '%s' profile: the protocol runs with its full recipe",
@@ -190,6 +192,17 @@ def _weights_origin(config: dict, path: Path) -> dict[str, Any]:
     trained_on = ", ".join(generators) if generators else (registry.get(name).trained_on if name else None)
     return {"entry": name, "train_generators": generators or [], "trained_on": trained_on,
             "setting_conflicts": config["run"].get("weights_conflicts", [])}
+
+
+def reproduction(entry_name: str | None, protocol: Protocol, measured: dict) -> list[dict[str, Any]]:
+    """The registry entry's reported numbers for ``protocol`` beside the measured ones (see
+    :func:`harness.weights.compare_reported`); empty when there are none."""
+    from harness import weights as registry
+
+    if not entry_name:
+        return []
+    return [registry.compare_reported(r, measured, protocol.tolerance)
+            for r in registry.get(entry_name).reported if r.protocol == protocol.name]
 
 
 def check_compile(config: dict, device) -> None:
@@ -327,6 +340,8 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
         "counts": {"train": len(plan.train), "val": len(plan.val), "test": len(plan.test),
                    "scored_test": len(test_df), "from_cache_test": test_df.attrs.get("cached", 0)},
+        # Reported beside reproduced, for a registry checkpoint with numbers for this protocol.
+        "reproduction": reproduction(weights.get("entry"), protocol, measured),
         "score_cache_key": test_df.attrs.get("cache_key"),
         # fp32 unless bf16 was asked for (eval.precision): what the scores were computed in
         "precision": effective_precision(str(ev.get("precision", "fp32")), run.device),
@@ -389,6 +404,11 @@ def print_results(results: dict[str, Any], protocol: Protocol) -> None:
     if ci:
         print(f"\nmAcc 95% CI (bootstrap): [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]; "
               f"worst generator: {summary['worst_generator']} ({100 * summary['worst_acc']:.1f})")
+    for repro in results.get("reproduction") or []:
+        print(f"\nreported ({repro['source']}) vs reproduced, {repro['metric']} (%): {repro['status']}")
+        rows = [(g, repro["reported"][g], repro["reproduced"].get(g)) for g in repro["reported"]]
+        rows.append(("mean", repro["reported_mean"], repro["reproduced_mean"]))
+        print(tabulate(rows, headers=["generator", "reported", "reproduced"], floatfmt=".2f", missingval="-"))
     if results["skipped"]:
         print(f"{len(results['skipped'])} files could not be scored (listed in results.json)")
     print(f"run folder: {results['run_dir']}")

@@ -13,6 +13,8 @@ A protocol file is a configuration layer like ``--config`` (it sits just below i
     metrics = ["acc", "real_acc", "fake_acc", "ap", "auc"]
     analyses = ["tde"]
     profile = "mini"                           # optional detector profile
+    weights = "npr:progan-4class"              # optional: score this registry checkpoint, no training
+    tolerance = 1.0                            # points; reproduced vs the entry's reported numbers
 
     [suite]                                     # optional: settings of the test suite
     preset = "default"
@@ -37,7 +39,7 @@ BENCHMARKS_ENV = "HARNESS_BENCHMARKS"
 SHIPPED_BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
 DEFAULT_METRICS = ["acc", "real_acc", "fake_acc", "ap", "auc"]
 _KEYS = {"description", "reference", "suite", "train_suite", "train_generators", "test_generators", "metrics",
-         "analyses", "profile", "name"}
+         "analyses", "profile", "name", "weights", "tolerance"}
 
 
 def benchmark_dirs() -> list[Path]:
@@ -78,6 +80,10 @@ class Protocol:
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     analyses: list[str] = field(default_factory=list)
     profile: str | None = None
+    #: A reproduction protocol: the registry checkpoint it scores (``--weights`` wins) and how
+    #: many points the reproduced numbers may differ from the reported ones.
+    weights: str | None = None
+    tolerance: float = 1.0
     description: str = ""
     reference: str = ""
     path: str | None = None
@@ -98,6 +104,8 @@ class Protocol:
             metrics=list(section.get("metrics", DEFAULT_METRICS)),
             analyses=list(section.get("analyses", [])),
             profile=section.get("profile"),
+            weights=section.get("weights"),
+            tolerance=float(section.get("tolerance", 1.0)),
             description=section.get("description", ""),
             reference=section.get("reference", ""),
             path=path,
@@ -112,7 +120,7 @@ class Protocol:
             "name": self.name, "suite": self.suite, "train_suite": self.train_suite,
             "train_generators": self.train_generators, "test_generators": self.test_generators,
             "metrics": self.metrics, "analyses": self.analyses, "profile": self.profile,
-            "description": self.description, "reference": self.reference,
+            "weights": self.weights, "tolerance": self.tolerance, "description": self.description, "reference": self.reference,
         }
 
     def resolve_generators(self, test_known: list[str], train_known: list[str]) -> tuple[list[str], list[str]]:

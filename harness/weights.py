@@ -507,8 +507,32 @@ def _describe(entry: Checkpoint) -> str:
     return f": {text}" if text else ""
 
 
-def entries_for(detector: str) -> list[Checkpoint]:
-    return [e for e in registry().values() if e.detector == detector]
+def compare_reported(reported: Reported, measured: dict, tolerance: float) -> dict[str, Any]:
+    """Reported numbers beside the measured ones (``harness.metrics.evaluate`` output, in %),
+    and a status: within tolerance when every generator is within ``tolerance`` points, else
+    off by the largest difference. The reported mean is the source's own when it prints one,
+    else the mean of its values; the reproduced mean is over the same generators."""
+    per_gen = measured.get("per_generator", {})
+    mine = {g: 100 * per_gen[g][reported.metric] for g in reported.values
+            if per_gen.get(g, {}).get(reported.metric) is not None}
+    diffs = {g: mine[g] - v for g, v in reported.values.items() if g in mine}
+    reported_mean = reported.mean if reported.mean is not None else \
+        sum(reported.values.values()) / len(reported.values)
+    reproduced_mean = sum(mine.values()) / len(mine) if len(mine) == len(reported.values) else None
+    missing = [g for g in reported.values if g not in mine]
+    if not diffs:
+        status = "not reproduced: none of the reported generators was scored"
+    else:
+        worst = max(diffs, key=lambda g: abs(diffs[g]))
+        if abs(diffs[worst]) <= tolerance:
+            status = f"within tolerance (±{tolerance:g} points)"
+        else:
+            status = f"off by {diffs[worst]:+.1f} points ({worst})"
+        if missing:
+            status += f"; {len(missing)} reported generator(s) not scored: {', '.join(missing)}"
+    return {"source": reported.source, "metric": reported.metric, "tolerance": tolerance,
+            "reported": dict(reported.values), "reproduced": mine, "difference": diffs,
+            "reported_mean": reported_mean, "reproduced_mean": reproduced_mean, "status": status}
 
 
 def describe_rows(entries: Iterable[Checkpoint]) -> list[dict[str, Any]]:

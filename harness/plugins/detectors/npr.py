@@ -143,6 +143,7 @@ class NPR(Detector):
         "load_size": 256,  # Resize((256, 256)) at test and before the training crop
         "crop_size": 224,  # RandomCrop in training; centre crop of the tile_crop test geometry
         "tile_crop": False,  # GenImage: tile images smaller than crop_size instead of resizing
+        "native": False,  # AIGCDetectBenchmark: native size, odd last row/column dropped (batch 1)
     }
     # README: train.py --batch_size 32 --lr 0.0002 --niter 50 --delr_freq 10 (lr *= 0.8 every 10 epochs),
     # Adam betas (0.9, 0.999), BCE-with-logits, no blur / JPEG augmentation.
@@ -203,6 +204,9 @@ class NPR(Detector):
         if train:
             return InputPolicy("custom", size=crop, resize_to=load, flip=True, **norm,
                                description=f"Resize(({load}, {load})) -> RandomCrop({crop}) -> random h-flip")
+        if self.config["native"]:
+            return InputPolicy("native", size=load, **norm,
+                               description="native size (no resize, no crop), odd last row/column dropped")
         if self.config["tile_crop"]:
             return InputPolicy("tile_crop", size=crop, **norm,
                                description=f"tile images smaller than {crop} px, CenterCrop({crop})")

@@ -96,7 +96,7 @@ CHECKPOINTS = (
         paper="Zhong et al., PatchCraft: Exploring Texture Patch for Efficient AI-generated Image Detection",
         reported=(Reported(
             source="NPR README, AIGCDetectBenchmark table, RPTCon column (as AIGCDetectBenchmark reports it)",
-            metric="acc", mean=89.31, protocol="npr-aigcdetect",
+            metric="acc", mean=89.31, protocol="patchcraft-aigcdetect",
             values={"progan": 100.00, "stylegan": 92.77, "biggan": 95.80, "cyclegan": 70.17, "stargan": 99.97,
                     "gaugan": 71.58, "stylegan2": 89.55, "whichfaceisreal": 85.80, "ADM": 82.17, "Glide": 83.79,
                     "Midjourney": 90.12, "stable_diffusion_v_1_4": 95.38, "stable_diffusion_v_1_5": 95.30,

@@ -166,7 +166,7 @@ CHECKPOINTS = (
         paper="All Patches Are Not Equal: Focusing on a Single Exposed Patch for AI-Generated Image Detection; "
               "README GenImage table, 'Ours' row",
         reported=(Reported(source="SEP README, GenImage cross-generator table, 'Ours' row", metric="acc",
-                           mean=97.05, protocol="genimage",
+                           mean=97.05, protocol="sep-genimage",
                            values={"Midjourney": 86.08, "stable_diffusion_v_1_4": 99.33,
                                    "stable_diffusion_v_1_5": 99.24, "ADM": 95.89, "glide": 99.03,
                                    "wukong": 99.11, "VQDM": 99.06, "BigGAN": 98.68}),),

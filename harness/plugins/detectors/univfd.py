@@ -79,7 +79,7 @@ CHECKPOINTS = (
               "CVPR 2023, Tables 1-3",
         reported=(Reported(
             source="NPR README, AIGCDetectBenchmark table, UnivFD column (the table does not name the checkpoint)",
-            metric="acc", protocol="npr-aigcdetect",
+            metric="acc", protocol="univfd-aigcdetect",
             values={"progan": 99.81, "stylegan": 84.93, "biggan": 95.08, "cyclegan": 98.33, "stargan": 95.75,
                     "gaugan": 99.47, "stylegan2": 74.96, "whichfaceisreal": 86.90, "ADM": 66.87, "Glide": 62.46,
                     "Midjourney": 56.13, "stable_diffusion_v_1_4": 63.66, "stable_diffusion_v_1_5": 63.49,

@@ -115,6 +115,9 @@ BACKBONES: tuple[Checkpoint, ...] = (
         filename="open_clip_model.safetensors", licence="MIT (openai/CLIP)",
         trained_on="OpenAI WIT-400M image-text pairs (CLIP pre-training)",
         paper="Radford et al., Learning Transferable Visual Models From Natural Language Supervision, ICML 2021",
+        # open_clip's ViT-L-14 state dict, whose format the Hugging Face file has
+        keys={"visual.conv1.weight": (1024, 3, 14, 14), "visual.positional_embedding": (257, 1024),
+              "visual.proj": (1024, 768)},
         notes=_OPEN_CLIP_NOTE + " Used by UnivFD, DRCT (clip variant) and PPL (default backbone): "
               "pass it with detector.backbone_weights=$(harness weights path clip:vit-l-14-openai), or let the "
               "backbone loader find it in the store.",
@@ -124,6 +127,9 @@ BACKBONES: tuple[Checkpoint, ...] = (
         filename="model.safetensors", licence="apache-2.0 (timm pretrained config)",
         trained_on="LVD-142M (DINOv2 self-supervised pre-training)",
         paper="Oquab et al., DINOv2: Learning Robust Visual Features without Supervision, 2023",
+        # timm's vit_large_patch14_dinov2 state dict (518 px: a 37 x 37 grid + the class token)
+        keys={"patch_embed.proj.weight": (1024, 3, 14, 14), "pos_embed": (1, 1370, 1024),
+              "blocks.0.ls1.gamma": (1024,)},
         notes="timm 1.0 pretrained config vit_large_patch14_dinov2.lvd142m (hf_hub_id; original "
               "dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth). PPL's DINOv2 backbone "
               "(detector.backbone=timm:vit_large_patch14_dinov2.lvd142m). sha256 and size not verified offline.",
@@ -403,6 +409,9 @@ def check_layout(entry: Checkpoint, file: Path) -> None:
     from harness.registry import get_detector
 
     if entry.detector is None:
+        if not entry.keys:
+            raise HarnessError(f"'{entry.name}' has neither a published sha256 nor a known key layout: "
+                               f"{file} cannot be checked")
         diff = layout_diff(entry, load_state(file))
         if diff:
             raise HarnessError(f"{file} does not look like '{entry.name}': {diff}")

@@ -284,3 +284,14 @@ def test_path_of_an_entry_not_pulled_says_how_to_get_it(store):
         weights.path("npr:progan-4class")
     with pytest.raises(HarnessError, match="unknown checkpoint 'npr:progan4'.*npr:progan-4class"):
         weights.path("npr:progan4")
+
+
+def test_a_backbone_file_without_a_hash_is_checked_by_its_key_layout(store, tmp_path, monkeypatch):
+    half = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, half)
+    with pytest.raises(HarnessError, match=r"does not look like 'resnet50:imagenet1k-v1': missing keys \['fc.weight'\]"):
+        weights.import_file(half, "resnet50:imagenet1k-v1")
+    _with_entries(monkeypatch, Checkpoint(name="test:nothing-known", host="url", url="http://127.0.0.1:9/x",
+                                          filename="x.pth"))
+    with pytest.raises(HarnessError, match="neither a published sha256 nor a known key layout"):
+        weights.import_file(half, "test:nothing-known")

@@ -44,7 +44,8 @@ def test_offline_ppl_with_default_settings_is_one_line(store):
 def test_a_backbone_in_the_store_is_loaded_from_it_offline(store, tmp_path, monkeypatch):
     import timm
 
-    entry = Checkpoint(name="vit:tiny-test", host="huggingface", repo="timm/" + SMALL, filename="model.safetensors")
+    entry = Checkpoint(name="vit:tiny-test", host="huggingface", repo="timm/" + SMALL, filename="model.safetensors",
+                       keys={"patch_embed.proj.weight": (192, 3, 16, 16)})
     monkeypatch.setattr(weights, "BACKBONES", weights.BACKBONES + (entry,))
     monkeypatch.setitem(backbones.HUB_ENTRIES, ("timm", SMALL, "hub"), "vit:tiny-test")
     torch.manual_seed(0)

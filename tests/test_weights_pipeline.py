@@ -48,6 +48,7 @@ def _checkpoint(env, **config) -> Path:
 def test_the_checkpoint_configuration_rebuilds_the_detector(env, capsys):
     results, config = _run(env, "--weights", str(_checkpoint(env, size=16)))
     assert config["detector"]["size"] == 16  # the default is 32: the checkpoint's setting wins over it
+    assert results["precision"] == "fp32" and config["eval"]["precision"] == "fp32"
     assert results["train_generators"] == ["g1"]  # what it was trained on, not the test generators
     assert results["weights"]["trained_on"] == "g1" and results["weights"]["trained_in_run"] is False
     out = capsys.readouterr().out
@@ -56,8 +57,10 @@ def test_the_checkpoint_configuration_rebuilds_the_detector(env, capsys):
 
 def test_settings_given_for_the_run_win_and_the_conflict_is_reported(env, caplog):
     with caplog.at_level(logging.WARNING):
-        results, config = _run(env, "--weights", str(_checkpoint(env, size=16)), "--set", "detector.size=32")
+        results, config = _run(env, "--weights", str(_checkpoint(env, size=16)), "--set", "detector.size=32",
+                               "--set", "eval.precision=bf16")
     assert config["detector"]["size"] == 32
+    assert results["precision"] == "bf16-weights"  # asked for, and recorded (a bf16 copy on CPU)
     assert config["run"]["weights_conflicts"] == ["detector.size=32 (checkpoint: 16)"]
     assert results["weights"]["setting_conflicts"] == ["detector.size=32 (checkpoint: 16)"]
     assert "yours win: detector.size=32 (checkpoint: 16)" in caplog.text

@@ -264,13 +264,16 @@ def offline_reason(url: str | None = None) -> str | None:
     """Why nothing can be downloaded from ``url`` right now, or None.
 
     ``HF_HUB_OFFLINE`` set says so at once; otherwise a host that does not resolve or does
-    not accept a connection within a few seconds is offline (one try, no retries).
+    not accept a connection within a few seconds is offline (one try, no retries). Behind a
+    proxy (``HTTPS_PROXY`` ...) the host is not probed: the proxy decides.
     """
     if _truthy(os.environ.get("HF_HUB_OFFLINE")):
         return "HF_HUB_OFFLINE is set"
     if not url:
         return None
     parts = urllib.parse.urlsplit(url)
+    if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
     host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
     try:
         socket.create_connection((host, port), timeout=3.0).close()
@@ -299,7 +302,7 @@ def _mirror_url(entry: Checkpoint) -> str | None:
     return f"{base.rstrip('/')}/{urllib.parse.quote(entry.name, safe=':')}/{urllib.parse.quote(entry.filename)}"
 
 
-def _download(url: str, part: Path, desc: str) -> None:
+def _download(url: str, part: Path, name: str) -> None:
     """GET ``url`` into ``part``, resuming what ``part`` already holds (HTTP Range); a connection
     cut mid-file is resumed up to :data:`RESUME_ATTEMPTS` times, then the ``.part`` stays for
     the next pull. A failed connection is an error at once."""
@@ -317,8 +320,8 @@ def _download(url: str, part: Path, desc: str) -> None:
             raise HarnessError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise HarnessError(f"cannot connect to {url} ({reason}): offline? Fetch the file elsewhere and "
-                               "use `harness weights import`") from None
+            raise HarnessError(f"cannot connect to {url} ({reason}): offline? Fetch the file elsewhere, then "
+                               f"`harness weights import FILE --as {name}`") from None
         with response:
             resumed = response.status == 206
             if have and not resumed:
@@ -327,7 +330,7 @@ def _download(url: str, part: Path, desc: str) -> None:
             total = have + int(length) if length is not None else None
             try:
                 with open(part, "ab" if resumed else "wb") as fh, \
-                        tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=desc, leave=False) as bar:
+                        tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=name, leave=False) as bar:
                     while block := response.read(1 << 20):
                         fh.write(block)
                         bar.update(len(block))
@@ -365,6 +368,20 @@ def _check_sha(entry: Checkpoint, file: Path) -> str:
     return sha
 
 
+def _check_download(entry: Checkpoint, file: Path) -> str:
+    """The sha256 check; where no hash is known, the layout check instead (an HTML error page or
+    a Git LFS pointer must not become the trusted first file). A file that fails is deleted."""
+    sha = _check_sha(entry, file)
+    if _expected_sha(entry)[0] is None:
+        try:
+            check_layout(entry, file)
+        except HarnessError as exc:
+            file.unlink()
+            raise HarnessError(f"the file downloaded for '{entry.name}' is not its checkpoint and was deleted: "
+                               f"{exc}") from None
+    return sha
+
+
 def pull(name: str) -> Path:
     """Download ``name`` into the store (once) and return its path; see the module docstring."""
     entry = get(name)
@@ -382,9 +399,10 @@ def pull(name: str) -> Path:
         reason = offline_reason(url)
         if reason:
             raise offline_error(entry, reason)
-        part = dest.with_name(dest.name + ".part")
-        _download(url, part, desc=name)
-        sha = _check_sha(entry, part)
+        # x.part.safetensors: the suffix that tells load_state the format stays last
+        part = dest.with_name(f"{dest.stem}.part{dest.suffix}")
+        _download(url, part, name)
+        sha = _check_download(entry, part)
         part.replace(dest)
         source = url
     else:
@@ -392,7 +410,7 @@ def pull(name: str) -> Path:
         if reason:
             raise offline_error(entry, reason)
         dest = _hf_download(entry, folder)
-        sha = _check_sha(entry, dest)
+        sha = _check_download(entry, dest)
         source = f"huggingface:{entry.repo}/{entry.filename}@{entry.revision or 'main'}"
     trust = "registry" if entry.sha256 else "first-use"
     if trust == "first-use":

@@ -102,7 +102,7 @@ def test_full_pull_stores_the_file_once(server, store, monkeypatch):
     first = weights.pull("test:blob")
     assert first.read_bytes() == PAYLOAD
     assert first == store / "test" / "blob" / "blob.bin"
-    assert not first.with_name("blob.bin.part").exists()
+    assert not first.with_name("blob.part.bin").exists()
     assert weights.path("test:blob") == first
     seen = len(server.requests)
     assert weights.pull("test:blob") == first  # nothing downloaded twice
@@ -123,7 +123,7 @@ def test_a_pull_cut_every_time_keeps_the_part_and_the_next_pull_finishes_it(serv
     server.cuts = 100
     with pytest.raises(HarnessError, match="run the pull again to resume"):
         weights.pull("test:blob")
-    part = store / "test" / "blob" / "blob.bin.part"
+    part = store / "test" / "blob" / "blob.part.bin"
     kept = part.stat().st_size
     assert 0 < kept < len(PAYLOAD)
     assert weights.stored_path(weights.get("test:blob")) is None
@@ -191,17 +191,36 @@ def test_no_route_to_the_host_is_offline_without_retries(store, monkeypatch):
         weights.pull("test:blob")
 
 
-def test_an_entry_without_a_hash_is_trusted_on_first_use(server, store, monkeypatch, caplog):
-    _with_entries(monkeypatch, _url_entry(server, sha=None))
-    got = weights.pull("test:blob")
-    assert "recorded" in caplog.text and PAYLOAD_SHA in caplog.text
-    record = weights.stored_record(weights.get("test:blob"))
-    assert record["sha256"] == PAYLOAD_SHA and record["trust"] == "first-use"
-    other = store.parent / "other.bin"
-    other.write_bytes(b"not the same file")
+def _torch_bytes(tmp_path, state) -> bytes:
+    torch.save(state, tmp_path / "state.pth")
+    return (tmp_path / "state.pth").read_bytes()
+
+
+def test_an_entry_without_a_hash_is_trusted_on_first_use(server, store, monkeypatch, caplog, tmp_path):
+    data = _torch_bytes(tmp_path, {"w": torch.arange(2.0)})
+    server.files["/w.pth"] = data
+    _with_entries(monkeypatch, Checkpoint(name="test:w", host="url", filename="w.pth", url=server.base + "/w.pth",
+                                          keys={"w": (2,)}))
+    got = weights.pull("test:w")
+    sha = hashlib.sha256(data).hexdigest()
+    assert "recorded" in caplog.text and sha in caplog.text
+    record = weights.stored_record(weights.get("test:w"))
+    assert record["sha256"] == sha and record["trust"] == "first-use"
+    other = tmp_path / "other.pth"
+    torch.save({"w": torch.zeros(2)}, other)  # the right layout, another file
     with pytest.raises(HarnessError, match="the file first stored for it"):
-        weights.import_file(other, "test:blob")
-    assert got.read_bytes() == PAYLOAD
+        weights.import_file(other, "test:w")
+    assert got.read_bytes() == data
+
+
+def test_a_download_without_a_hash_that_is_no_checkpoint_is_deleted(server, store, monkeypatch, tmp_path):
+    server.files["/w.pth"] = b"<html>moved</html>"  # a host's error page, or a Git LFS pointer
+    _with_entries(monkeypatch, Checkpoint(name="test:w", host="url", filename="w.pth", url=server.base + "/w.pth",
+                                          keys={"w": (2,)}))
+    with pytest.raises(HarnessError, match="is not its checkpoint and was deleted"):
+        weights.pull("test:w")
+    assert not any(p.is_file() for p in (store / "test" / "w").rglob("*"))
+    assert weights.stored_record(weights.get("test:w")) is None
 
 
 def test_a_manual_entry_names_its_page_and_the_import_command(store, monkeypatch):
@@ -295,3 +314,14 @@ def test_a_backbone_file_without_a_hash_is_checked_by_its_key_layout(store, tmp_
                                           filename="x.pth"))
     with pytest.raises(HarnessError, match="neither a published sha256 nor a known key layout"):
         weights.import_file(half, "test:nothing-known")
+
+
+def test_a_safetensors_download_without_a_hash_is_read_as_safetensors(server, store, monkeypatch, tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.arange(2.0)}, str(tmp_path / "m.safetensors"))
+    server.files["/test:st/sub/m.safetensors"] = (tmp_path / "m.safetensors").read_bytes()
+    _with_entries(monkeypatch, Checkpoint(name="test:st", host="huggingface", repo="org/r",
+                                          filename="sub/m.safetensors", keys={"w": (2,)}))
+    monkeypatch.setenv(weights.MIRROR_ENV, server.base)
+    assert weights.pull("test:st") == store / "test" / "st" / "sub" / "m.safetensors"

@@ -98,3 +98,11 @@ def test_a_registry_name_of_another_detector_or_not_stored_is_refused(env):
         resolve("npr", "univfd:progan")
     with pytest.raises(HarnessError, match="not in the store.*harness weights pull npr:progan-4class"):
         resolve("npr", "npr:progan-4class")
+
+
+def test_a_harness_checkpoint_of_another_detector_is_refused(env):
+    path = save_checkpoint(env / "npr.safetensors", {}, {}, {"detector": "npr"})
+    args = build_parser().parse_args(["run", "--detector", "ssp", "--suite", "folder", "--weights", str(path),
+                                      "--set", f"suite.root={env / 'data'}"])
+    with pytest.raises(HarnessError, match="trained for detector 'npr', not 'ssp': pass --detector npr"):
+        pipeline.resolve(args)

@@ -81,7 +81,11 @@ def apply_weights(config: dict, detector_cls, user_detector: dict) -> None:
         config["run"]["weights_entry"] = value
         saved = dict(entry.config)
     else:
-        saved = checkpoint_meta(value).get("config") or {}
+        meta = checkpoint_meta(value)
+        if meta.get("detector") not in (None, detector_cls.name):
+            raise HarnessError(f"checkpoint {value} was trained for detector '{meta['detector']}', not "
+                               f"'{detector_cls.name}': pass --detector {meta['detector']}")
+        saved = meta.get("config") or {}
     conflicts = [f"detector.{k}={v!r} (checkpoint: {saved[k]!r})" for k, v in sorted(user_detector.items())
                  if k in saved and cfg.merge({k: saved[k]}, {k: v}) != {k: saved[k]}]
     if conflicts:

@@ -8,7 +8,10 @@ Weights come from one of three places, and the choice is recorded (``provenance`
   which has no published weights) — then ``provenance["random_init"]`` is true so runs say so.
 
 A hub download that fails (no network, ``HF_HUB_OFFLINE=1``) raises a :class:`HarnessError`
-telling the user to pass a local file; it never falls back to random weights silently.
+telling the user to pass a local file; it never falls back to random weights silently. Offline
+is decided before the model is built, in one probe (:func:`_before_hub`), and hub weights that
+are registry entries (:data:`HUB_ENTRIES`, ``harness weights``) are read from the store once
+pulled or imported there.
 
 Activation: OpenAI's CLIP weights were trained with QuickGELU (``x * sigmoid(1.702 x)``), while
 open_clip builds its ``ViT-*`` configs with standard GELU unless told otherwise. ``quick_gelu``
@@ -30,6 +33,7 @@ size is set by ``img_size``, ``patch_size``, ``embed_dim``, ``depth``, ``num_hea
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +118,40 @@ def _hub_error(what: str, exc: Exception) -> HarnessError:
     )
 
 
+#: Hub weights that are registry entries (``harness weights``): a file pulled or imported for
+#: the entry is loaded from the store instead of the hub.
+HUB_ENTRIES = {
+    ("open_clip", "ViT-L-14", "openai"): "clip:vit-l-14-openai",
+    ("timm", "vit_large_patch14_dinov2.lvd142m", "hub"): "dinov2:vit-l-14",
+}
+
+
+def _before_hub(family: str, name: str, tag, repo: str | None, filenames: tuple[str, ...]) -> Path | None:
+    """Decide, before any download, where hub weights come from: the file stored for their
+    registry entry (returned), else the hub (None). Offline (``HF_HUB_OFFLINE``, or the hub
+    unreachable: one probe, no retries) the library may still read its own cache; with nothing
+    there it is an error at once naming ``harness weights import``, never a minute of retries."""
+    from harness import weights
+
+    entry_name = HUB_ENTRIES.get((family, name, tag))
+    if entry_name:
+        stored = weights.stored_path(weights.get(entry_name))
+        if stored is not None:
+            return stored
+    reason = weights.offline_reason(weights.hub_endpoint())
+    if reason is None:
+        return None
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if repo and any(isinstance(try_to_load_from_cache(repo, f), str) for f in filenames):
+        constants.HF_HUB_OFFLINE = True  # read the cache only: no request may wait on the network
+        return None
+    fix = f"`harness weights import FILE --as {entry_name}`, or " if entry_name else ""
+    raise HarnessError(f"offline ({reason}) and the {family} {name} ({tag}) weights are not cached: get the file "
+                       f"on a machine with network, then {fix}pass the local weights file with "
+                       "detector.backbone_weights=PATH (or detector.pretrained='none' for random weights on purpose)")
+
+
 def _check_weights_file(weights) -> Path:
     path = Path(weights)
     if not path.is_file():
@@ -195,6 +233,11 @@ def load_open_clip_visual(
     kwargs: dict[str, Any] = {"force_image_size": image_size} if image_size else {}
     if quick_gelu:
         kwargs["force_quick_gelu"] = True
+    if weights is None and pretrained not in _RANDOM:
+        hub = (open_clip.get_pretrained_cfg(name, pretrained) or {}).get("hf_hub", "")
+        repo, file = os.path.split(hub)  # open_clip's form: "org/model/" or "org/model/file"
+        weights = _before_hub("open_clip", name, pretrained, repo or None,
+                              (file,) if file else ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"))
     if weights is not None:
         path = _check_weights_file(weights)
         model = open_clip.create_model(name, pretrained=None, **kwargs)
@@ -246,7 +289,8 @@ def load_open_clip_visual(
 
 
 # -- timm -----------------------------------------------------------------------------------
-def _timm_vit(name: str, *, pretrained, weights, image_size: int | None, **model_kwargs) -> tuple[nn.Module, dict]:
+def _timm_vit(name: str, *, pretrained, weights, image_size: int | None,
+              **model_kwargs) -> tuple[nn.Module, dict, Path | None]:
     import timm
     from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
@@ -259,6 +303,13 @@ def _timm_vit(name: str, *, pretrained, weights, image_size: int | None, **model
         if not timm.is_model(name.split(".")[0]):
             raise HarnessError(f"unknown timm model '{name}'; see timm.list_models()")
         use_hub = weights is None and pretrained not in _RANDOM
+        if use_hub:
+            from timm.models import get_pretrained_cfg
+
+            cfg = get_pretrained_cfg(name)
+            weights = _before_hub("timm", name, pretrained, getattr(cfg, "hf_hub_id", None),
+                                  ("model.safetensors", "pytorch_model.bin"))
+            use_hub = weights is None
         try:
             model = timm.create_model(name, pretrained=use_hub, **kwargs)
         except Exception as exc:
@@ -286,7 +337,7 @@ def _timm_vit(name: str, *, pretrained, weights, image_size: int | None, **model
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
         _load_strict(model, state, path, f"timm {name}")
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    return model, cfg
+    return model, cfg, weights  # weights: the stored registry file when the hub's were found there
 
 
 # -- the common wrapper ---------------------------------------------------------------------
@@ -356,7 +407,8 @@ def build_vit(
         pretrained = "none"  # no published weights exist for the tiny config
     elif pretrained == "default":
         pretrained = "hub"
-    model, cfg = _timm_vit(name, pretrained=pretrained, weights=weights, image_size=image_size, **model_kwargs)
+    model, cfg, weights = _timm_vit(name, pretrained=pretrained, weights=weights, image_size=image_size,
+                                    **model_kwargs)
     patch = model.patch_embed.patch_size
     patch = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
     size = model.patch_embed.img_size

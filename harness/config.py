@@ -18,7 +18,8 @@ log = logging.getLogger("harness")
 
 RUN_DEFAULTS: dict[str, Any] = {
     "run": {"seed": 0, "device": "auto", "out": "runs"},
-    "eval": {},
+    # fp32 scoring on every device, as the official evaluations do; eval.precision=bf16 on request
+    "eval": {"precision": "fp32"},
     "train": {},
     "analyses": {},
 }

@@ -31,7 +31,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-GEOMETRIES = ("center_crop", "resize", "resize_crop", "tile_crop", "custom")
+GEOMETRIES = ("center_crop", "resize", "resize_crop", "tile_crop", "native", "custom")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
@@ -45,6 +45,8 @@ class InputPolicy:
       - ``resize``: resize to ``size`` x ``size``;
       - ``resize_crop``: resize the shorter side to ``resize_to``, then crop ``size``;
       - ``tile_crop``: tile an image smaller than ``size`` until it covers it, then crop;
+      - ``native``: the image at its own size, an odd last row / column dropped (NPR's
+        AIGCDetectBenchmark rule); images differ in size, so score with ``eval.batch_size = 1``;
       - ``custom``: the detector's own ``preprocess`` (described in ``description``).
 
     Resizes run on the decoded PIL image (torchvision's ``Resize`` on PIL), as the official
@@ -119,6 +121,10 @@ def apply_policy(
     Returns float tensors ``[3, size, size]`` in [0, 1], not normalised.
     """
     size = policy.size
+    if policy.geometry == "native":
+        tensors = [TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True) for img in images]
+        h, w = tensors[0].shape[-2:]
+        return [t[:, : h - h % 2, : w - w % 2].contiguous() for t in tensors]
     mode = TF.InterpolationMode(policy.interpolation)
     if policy.geometry == "resize":
         images = [TF.resize(img, [size, size], interpolation=mode) for img in images]

@@ -7,7 +7,7 @@ time in the backbone. This module stores the backbone's feature of every image o
   backbones are told apart),
 - the test input policy (geometry, size, padding, normalisation),
 - the image transform (``transform_key``; a transform without a key is never cached),
-- the precision the features were computed in (bf16 autocast on CUDA, fp32 elsewhere),
+- the precision the features were computed in (``eval.precision``: fp32 unless bf16 is asked for),
 
 and, per image, by its path, size and modification time (an edited file is recomputed).
 Training the head (:func:`train_head`) and scoring (:func:`score_cached`) then read the
@@ -78,14 +78,16 @@ def image_key(path: str) -> str | None:
     return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def cache_key(detector, device: torch.device, transform_key: str | None) -> tuple[str, dict[str, Any]]:
+def cache_key(detector, device: torch.device, transform_key: str | None,
+              precision: str = "fp32") -> tuple[str, dict[str, Any]]:
+    """The store's key; ``precision`` is an effective one (:func:`harness.scoring.effective_precision`)."""
     meta = {
         "schema": 1,
         "detector": getattr(detector, "name", type(detector).__name__),
         "backbone": detector.feature_identity(),
         "policy": detector.input_policy(False).to_dict(),
         "transform": transform_key,
-        "precision": "bf16" if torch.device(device).type == "cuda" else "fp32",
+        "precision": precision,
     }
     blob = json.dumps(meta, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:20], meta
@@ -199,31 +201,35 @@ class FeatureTable:
     key: str | None = None  # the cache folder's name; None when nothing was cached
 
 
-def open_store(detector, device, cache_dir: str | Path | None, transform_key: str | None = None) -> FeatureStore:
-    """The store of this detector, device precision and transform under ``cache_dir`` (default:
+def open_store(detector, device, cache_dir: str | Path | None, transform_key: str | None = None,
+               precision: str = "fp32") -> FeatureStore:
+    """The store of this detector, precision and transform under ``cache_dir`` (default:
     the detector's ``feature_cache_dir`` setting, else :func:`default_cache_dir`)."""
-    key, meta = cache_key(detector, device, transform_key)
+    key, meta = cache_key(detector, device, transform_key, precision)
     root = cache_dir or detector.config.get("feature_cache_dir") or default_cache_dir()
     return FeatureStore(Path(root) / key, meta)
 
 
 @torch.no_grad()
 def _compute(detector, samples: list[Sample], *, device, batch_size: int, workers: int,
-             transform, desc: str) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+             transform, desc: str, precision: str) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
     from harness.data import SampleDataset, make_loader
     from harness.runs import autocast
+    from harness.scoring import _forward_model
 
     dataset = SampleDataset(samples, detector, train=False, transform=transform)
     loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=torch.device(device).type == "cuda")
     rows: list[np.ndarray] = []
     indices: list[np.ndarray] = []
     skipped: list[tuple[int, str]] = []
+    model = _forward_model(detector, precision)  # a bf16 copy for CPU bf16, else the detector itself
     for batch in tqdm(loader, desc=desc or "features", leave=False, disable=len(loader) < 2):
         skipped.extend(batch["skipped"])
         if "x" not in batch:
             continue
-        with autocast(torch.device(device)):
-            feats = detector.features(batch["x"].to(device, non_blocking=True))
+        x = batch["x"].to(device, non_blocking=True)
+        with autocast(torch.device(device), enabled=precision == "bf16-autocast"):
+            feats = model.features(x.to(torch.bfloat16) if precision == "bf16-weights" else x)
         rows.append(feats.float().cpu().numpy())
         indices.append(batch["index"].numpy())
     if rows:
@@ -241,6 +247,7 @@ def cached_features(
     cache_dir: str | Path | None = None,
     transform: Callable | None = None,
     transform_key: str | None = None,
+    precision: str = "fp32",
     desc: str = "",
 ) -> FeatureTable:
     """The frozen features of ``samples``: read from the cache, the missing ones computed and stored.
@@ -252,7 +259,7 @@ def cached_features(
     device = torch.device(device)
     detector.eval()
     use_cache = transform is None or transform_key is not None
-    store = open_store(detector, device, cache_dir, transform_key) if use_cache else None
+    store = open_store(detector, device, cache_dir, transform_key, precision) if use_cache else None
     keys = [image_key(s.path) for s in samples]
     todo = [i for i, k in enumerate(keys) if store is None or k is None or k not in store]
     # The same file listed twice is computed once.
@@ -270,7 +277,7 @@ def cached_features(
         chunk = unique_todo[start : start + SHARD_ROWS]
         idx, feats, skipped = _compute(
             detector, [samples[i] for i in chunk], device=device, batch_size=batch_size,
-            workers=workers, transform=transform, desc=desc,
+            workers=workers, transform=transform, desc=desc, precision=precision,
         )
         for local, reason in skipped:
             reasons[chunk[local]] = reason
@@ -331,6 +338,7 @@ def score_cached(
     feature_cache_dir: str | Path | None = None,
     transform: Callable | None = None,
     transform_key: str | None = None,
+    precision: str = "fp32",
     desc: str = "",
 ) -> pd.DataFrame:
     """What :func:`harness.scoring.score_samples` returns, computed through the feature cache.
@@ -349,7 +357,7 @@ def score_cached(
         table = cached_features(
             detector, samples, device=device, batch_size=batch_size, workers=workers,
             cache_dir=feature_cache_dir, transform=transform,
-            transform_key=transform_key, desc=desc,
+            transform_key=transform_key, precision=precision, desc=desc,
         )
     finally:
         detector.train(was_training)
@@ -410,12 +418,15 @@ def train_head(
     min_delta = float(train_cfg.get("min_delta", 1e-3))
     workers = int(train_cfg.get("workers", 0))
     feature_batch = int(train_cfg.get("feature_batch_size", config.get("eval", {}).get("batch_size", 64)))
+    from harness.scoring import effective_precision
+
+    precision = effective_precision(str(config.get("eval", {}).get("precision", "fp32")), device)
 
     detector.to(device)
     tables = {}
     for split, samples in (("train", train_samples), ("val", val_samples)):
         tables[split] = cached_features(detector, samples, device=device, batch_size=feature_batch,
-                                        workers=workers, desc=f"features ({split})")
+                                        workers=workers, precision=precision, desc=f"features ({split})")
         if tables[split].skipped:
             log.warning("%d %s images could not be decoded and are left out: first %s",
                         len(tables[split].skipped), split, tables[split].skipped[0])

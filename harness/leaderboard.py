@@ -375,8 +375,9 @@ def accuracy_table(benchmark: str, recs: list[dict]) -> Table:
     gen_headers = [labels.get(g, g) for g in gens]
     if split:
         gen_headers += [f"{gen_headers[0]} fake", f"{gen_headers[0]} real"]
+    show_repro = any(r.get("reproduction") for r in recs)
     headers = ["Detector", "Kind"] + (["Trained on"] if show_train else []) + gen_headers + [
-        "mAcc", "std", "worst", "mAcc 95% CI"]
+        "mAcc", "std", "worst", "mAcc 95% CI"] + (["Reproduction (reported mean)"] if show_repro else [])
     rows, keys = [], []
     for r in recs:
         per_gen, summary = r["metrics"]["per_generator"], r["metrics"]["summary"]
@@ -391,6 +392,11 @@ def accuracy_table(benchmark: str, recs: list[dict]) -> Table:
             f"{_pct(ci[0], d)}–{_pct(ci[1], d)}" if ci else "–"]
         key = [_row_name(r).lower(), r["kind"]] + ([_train_label(r)] if show_train else []) + accs + [
             summary.get("mAcc"), summary.get("std"), worst or "", ci[0] if ci else None]
+        if show_repro:  # the status against each reported source, with that source's mean
+            repro = "; ".join(f"{x['status']} ({x['metric']} {x.get('reported_mean')}, {x['source']})"
+                              for x in r.get("reproduction") or []) or "–"
+            row.append(repro)
+            key.append(repro)
         rows.append(row)
         keys.append(key)
     return Table("Accuracy per generator (%)", headers, rows, keys,

@@ -60,6 +60,8 @@ def resolve(args, extra_overrides: list[str] | None = None) -> tuple[dict, Proto
     protocol = Protocol.from_config(early.get("protocol", {}), name=name, path=path)
     args = copy.copy(args)
     args.overrides = overrides
+    if protocol.weights and not getattr(args, "weights", None):
+        args.weights = protocol.weights  # a reproduction protocol scores its official checkpoint
     config = resolve_config(args, suite_name=protocol.suite, profile=protocol.profile, layer=layer)
     if protocol.profile and config["run"]["profile"] is None:
         log.warning("detector '%s' has no '%s' profile: the protocol runs with its full recipe",
@@ -180,7 +182,7 @@ def _obtain_weights(detector, config: dict, plan: Plan, run: Run) -> dict[str, A
         path = Path(weights)
         detector.load_weights(path)
         return {"path": str(path.resolve()), "sha256": sha256_file(path) if path.is_file() else None,
-                "trained_in_run": False}
+                "trained_in_run": False, **_weights_origin(config, path)}
     if not type(detector).trainable:
         # a detector that carries its own (official) weights, loaded when it is built
         return {"path": None, "sha256": None, "trained_in_run": False}
@@ -194,10 +196,35 @@ def _obtain_weights(detector, config: dict, plan: Plan, run: Run) -> dict[str, A
     return {"path": str(best.resolve()), "sha256": sha256_file(best), "trained_in_run": True}
 
 
+def _weights_origin(config: dict, path: Path) -> dict[str, Any]:
+    """What a loaded checkpoint was trained on, as far as it is known: the generators a harness
+    checkpoint's sidecar names, else the registry entry's description; and which entry it is."""
+    from harness import weights as registry
+    from harness.checkpoints import checkpoint_meta
+
+    name = config["run"].get("weights_entry")
+    meta = checkpoint_meta(path)
+    generators = meta.get("train_generators") if isinstance(meta.get("train_generators"), list) else None
+    trained_on = ", ".join(generators) if generators else (registry.get(name).trained_on if name else None)
+    return {"entry": name, "train_generators": generators or [], "trained_on": trained_on,
+            "setting_conflicts": config["run"].get("weights_conflicts", [])}
+
+
+def reproduction(entry_name: str | None, protocol: Protocol, measured: dict) -> list[dict[str, Any]]:
+    """The registry entry's reported numbers for ``protocol`` beside the measured ones (see
+    :func:`harness.weights.compare_reported`); empty when there are none."""
+    from harness import weights as registry
+
+    if not entry_name:
+        return []
+    return [registry.compare_reported(r, measured, protocol.tolerance)
+            for r in registry.get(entry_name).reported if r.protocol == protocol.name]
+
+
 def check_compile(config: dict, device) -> None:
     """Refuse ``run.compile`` with the CPU bf16 copy before any work (training) is done."""
     if config["run"].get("compile") and \
-            effective_precision(str(config.get("eval", {}).get("precision", "auto")), device) == "bf16-weights":
+            effective_precision(str(config.get("eval", {}).get("precision", "fp32")), device) == "bf16-weights":
         raise HarnessError("run.compile cannot be combined with eval.precision=bf16 on CPU, which scores a "
                            "bf16 copy of the model: drop one of the two")
 
@@ -217,7 +244,7 @@ def _eval_settings(config: dict) -> dict[str, Any]:
         "batch_size": int(ev.get("batch_size", config.get("train", {}).get("batch_size", 64))),
         "workers": int(ev.get("workers", min(4, os.cpu_count() or 1))),
         "cache_dir": cache_dir,
-        "precision": str(ev.get("precision", "auto")),
+        "precision": str(ev.get("precision", "fp32")),
     }
 
 
@@ -358,7 +385,10 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
         "benchmark": protocol.name,
         "protocol": protocol.to_dict(),
         "profile": config["run"].get("profile"),
-        "train_generators": plan.train_generators,
+        # What the model was trained on: the protocol's generators when this run trained it, else
+        # what the checkpoint records (empty when unknown), never the generators it is tested on.
+        "train_generators": plan.train_generators if weights.get("trained_in_run") or weights["path"] is None
+        else weights.get("train_generators", []),
         "test_generators": plan.test_generators,
         "weights": weights,
         # Where the backbone's weights came from (hub, local file, or random init when asked for).
@@ -375,7 +405,11 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
         "counts": {"train": len(plan.train), "val": len(plan.val), "test": len(plan.test),
                    "scored_test": len(test_df), "from_cache_test": test_df.attrs.get("cached", 0)},
+        # Reported beside reproduced, for a registry checkpoint with numbers for this protocol.
+        "reproduction": reproduction(weights.get("entry"), protocol, measured),
         "score_cache_key": test_df.attrs.get("cache_key"),
+        # fp32 unless bf16 was asked for (eval.precision): what the scores were computed in
+        "precision": effective_precision(str(ev.get("precision", "fp32")), run.device),
         "seed": run.seed,
         "run_dir": str(run.dir),
     }
@@ -420,7 +454,12 @@ def paper_table(results_by_detector: dict[str, dict], generators: list[str]) -> 
 def print_results(results: dict[str, Any], protocol: Protocol) -> None:
     measured = results["metrics"]
     print(f"\n{results['benchmark']}: {protocol.description or results['suite']}")
-    print(f"trained on: {', '.join(results['train_generators'])}; accuracy (%) at P(fake) = 0.5\n")
+    weights = results.get("weights") or {}
+    if weights.get("path") and not weights.get("trained_in_run"):
+        print(f"weights: {weights.get('entry') or weights['path']} (not trained in this run; trained on: "
+              f"{weights.get('trained_on') or 'not recorded'}); accuracy (%) at P(fake) = 0.5\n")
+    else:
+        print(f"trained on: {', '.join(results['train_generators'])}; accuracy (%) at P(fake) = 0.5\n")
     print(tabulate(paper_table({results["detector"]: measured}, results["test_generators"]),
                    headers="keys", floatfmt=".1f", missingval="-"))
     per_gen = metrics_frame(measured["per_generator"], measured["overall"])[protocol.metrics]
@@ -431,6 +470,11 @@ def print_results(results: dict[str, Any], protocol: Protocol) -> None:
     if ci:
         print(f"\nmAcc 95% CI (bootstrap): [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]; "
               f"worst generator: {summary['worst_generator']} ({100 * summary['worst_acc']:.1f})")
+    for repro in results.get("reproduction") or []:
+        print(f"\nreported ({repro['source']}) vs reproduced, {repro['metric']} (%): {repro['status']}")
+        rows = [(g, repro["reported"][g], repro["reproduced"].get(g)) for g in repro["reported"]]
+        rows.append(("mean", repro["reported_mean"], repro["reproduced_mean"]))
+        print(tabulate(rows, headers=["generator", "reported", "reproduced"], floatfmt=".2f", missingval="-"))
     if results["skipped"]:
         print(f"{len(results['skipped'])} files could not be scored (listed in results.json)")
     print(f"run folder: {results['run_dir']}")

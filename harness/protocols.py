@@ -16,6 +16,8 @@ A protocol file is a configuration layer like ``--config`` (it sits just below i
     train_released_before = "2023-01-01"       # optional: train on generators released before this date
     test_released_after = "2023-01-01"         # optional: test on those released on or after it
                                                #   (default: train_released_before)
+    weights = "npr:progan-4class"              # optional: score this registry checkpoint, no training
+    tolerance = 1.0                            # points; reproduced vs the entry's reported numbers
 
     [suite]                                     # optional: settings of the test suite
     preset = "default"
@@ -41,7 +43,7 @@ BENCHMARKS_ENV = "HARNESS_BENCHMARKS"
 SHIPPED_BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
 DEFAULT_METRICS = ["acc", "real_acc", "fake_acc", "ap", "auc"]
 _KEYS = {"description", "reference", "suite", "train_suite", "train_generators", "test_generators", "metrics",
-         "analyses", "profile", "name", "train_released_before", "test_released_after"}
+         "analyses", "profile", "name", "train_released_before", "test_released_after", "weights", "tolerance"}
 
 
 def benchmark_dirs() -> list[Path]:
@@ -82,6 +84,10 @@ class Protocol:
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     analyses: list[str] = field(default_factory=list)
     profile: str | None = None
+    #: A reproduction protocol: the registry checkpoint it scores (``--weights`` wins) and how
+    #: many points the reproduced numbers may differ from the reported ones.
+    weights: str | None = None
+    tolerance: float = 1.0
     description: str = ""
     reference: str = ""
     path: str | None = None
@@ -105,6 +111,8 @@ class Protocol:
             metrics=list(section.get("metrics", DEFAULT_METRICS)),
             analyses=list(section.get("analyses", [])),
             profile=section.get("profile"),
+            weights=section.get("weights"),
+            tolerance=float(section.get("tolerance", 1.0)),
             description=section.get("description", ""),
             reference=section.get("reference", ""),
             path=path,
@@ -123,6 +131,7 @@ class Protocol:
             "metrics": self.metrics, "analyses": self.analyses, "profile": self.profile,
             "description": self.description, "reference": self.reference,
             "train_released_before": self.train_released_before, "test_released_after": self.test_released_after,
+            "weights": self.weights, "tolerance": self.tolerance,
         }
 
     def resolve_generators(self, test_known: list[str], train_known: list[str], *,

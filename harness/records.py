@@ -167,6 +167,13 @@ RECORD_SCHEMA: dict[str, Any] = {
             "additionalProperties": _CURVE,
         },
         "analyses": {"type": ["object", "null"]},
+        # A reproduction protocol's reported numbers beside the reproduced ones (harness.weights.compare_reported).
+        "reproduction": {
+            "type": "array",
+            "items": {"type": "object", "required": ["source", "metric", "status"],
+                      "properties": {"source": {"type": "string"}, "metric": {"type": "string"},
+                                     "status": {"type": "string"}}},
+        },
         "provenance": {
             "type": ["object", "null"],
             "required": ["harness_version", "git_revision", "seed", "hardware", "date", "run_fingerprint"],
@@ -595,6 +602,8 @@ def build_record(run_dir: Path, benchmark: str | None = None, *, force: bool = F
         },
         "assets": [],
     }
+    if results.get("reproduction"):
+        record["reproduction"] = _finite(results["reproduction"])
     problems = [p for p in validate_schema(seal(record)) if not p.startswith("$.assets")]
     if problems:
         raise HarnessError(f"{run_dir}: cannot build a valid record: " + "; ".join(problems[:5]))

@@ -51,8 +51,10 @@ def test_run_with_weights_scores_metrics_and_table(env, capsys):
     out = capsys.readouterr().out
 
     assert results["schema"] == 1 and results["detector"] == "tiny-residual" and results["suite"] == "folder"
-    assert results["weights"] == {"path": str(weights.resolve()), "sha256": sha256_file(weights), "trained_in_run": False}
-    assert results["train_generators"] == list(GENERATORS) and results["test_generators"] == list(GENERATORS)
+    assert results["weights"] == {"path": str(weights.resolve()), "sha256": sha256_file(weights), "trained_in_run": False,
+                                  "entry": None, "train_generators": [], "trained_on": None, "setting_conflicts": []}
+    # the checkpoint records no training generators: the run does not claim the test generators as them
+    assert results["train_generators"] == [] and results["test_generators"] == list(GENERATORS)
     run_dir = Path(results["run_dir"])
     for name in ("config.json", "environment.json", "results.json", "scores.csv", "metrics.csv", "table.md"):
         assert (run_dir / name).is_file(), name
@@ -98,7 +100,9 @@ def test_benchmark_protocol_and_train_generator_override(env, capsys):
     args = ["--weights", str(weights)]
     results = harness_run(env, *args, "--suite", "tinybench")
     assert results["benchmark"] == "tinybench" and results["profile"] == "mini"
-    assert results["train_generators"] == ["g1"] and results["test_generators"] == ["g3", "g1"]
+    # the protocol's training generators give the validation split; the checkpoint records none of its own
+    assert results["protocol"]["train_generators"] == ["g1"] and results["train_generators"] == []
+    assert results["test_generators"] == ["g3", "g1"]
     assert list(results["metrics"]["per_generator"]) == ["g3", "g1"]
     assert results["direction_check"]["where"].startswith("the val split of training generator(s) g1")
     # the protocol's analysis ran on the test samples, its report was written, NaN became null
@@ -108,7 +112,7 @@ def test_benchmark_protocol_and_train_generator_override(env, capsys):
 
     results = harness_run(env, *args, "--suite", "tinybench", "--set", 'protocol.train_generators=["g2"]',
                           "--set", "protocol.analyses=[]")
-    assert results["train_generators"] == ["g2"] and results["protocol"]["train_generators"] == ["g2"]
+    assert results["train_generators"] == [] and results["protocol"]["train_generators"] == ["g2"]
     assert results["analyses"] == {}
     code = main(["run", "--detector", "tiny-residual", "--suite", "tinybench", "--set", f"suite.root={env / 'data'}",
                  "--weights", str(weights), "--set", 'protocol.analyses=["no-such-analysis"]'])

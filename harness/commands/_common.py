@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from harness import config as cfg
 from harness.registry import get_detector, get_suite
+
+log = logging.getLogger("harness")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, detector_required: bool = True) -> None:
@@ -17,7 +20,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, detector_required: bool =
                         help="override one setting, e.g. --set detector.lr=1e-4 (repeatable; wins over --config)")
     parser.add_argument("--device", metavar="cpu|cuda|auto", help="device (default: run.device = auto)")
     parser.add_argument("--out", metavar="DIR", help="parent folder of run folders (default: runs)")
-    parser.add_argument("--weights", metavar="PATH", help="checkpoint to load instead of training")
+    parser.add_argument("--weights", metavar="PATH|NAME",
+                        help="checkpoint to load instead of training: a file, or a registry name "
+                             "(harness weights list); a harness checkpoint rebuilds the detector as it was trained")
     parser.add_argument("--seed", type=int, help="seed (default: run.seed = 0)")
     parser.add_argument("--compile", action="store_const", const=True, default=None,
                         help="torch.compile the model for training, scoring and analyses (run.compile; worth it "
@@ -48,4 +53,43 @@ def resolve_config(args, suite_name: str | None = None, profile: str | None = No
             config["run"][key] = value
     config["run"]["detector"] = getattr(args, "detector", None)
     config["run"]["suite"] = suite_cls.name
+    if detector_cls and config["run"].get("weights"):
+        user = cfg.merge(file_config or {}, {})
+        for item in args.overrides or []:
+            user = cfg.merge(user, cfg.parse_override(item))
+        apply_weights(config, detector_cls, user.get("detector") or {})
     return config
+
+
+def apply_weights(config: dict, detector_cls, user_detector: dict) -> None:
+    """Resolve ``run.weights`` (a registry name or a file) and rebuild the detector's settings as
+    the checkpoint was made: the registry entry's settings, or the configuration a harness
+    checkpoint carries in its JSON sidecar, over the defaults and profile. Settings the user
+    gave (``--config``, ``--set``) still win; each one that contradicts the checkpoint is
+    reported and recorded in ``run.weights_conflicts``."""
+    from harness import weights as registry
+    from harness.checkpoints import checkpoint_meta
+    from harness.errors import HarnessError
+
+    value = str(config["run"]["weights"])
+    if registry.looks_like_name(value):
+        entry = registry.get(value)
+        if entry.detector != detector_cls.name:
+            raise HarnessError(f"checkpoint '{value}' is for {entry.detector or 'a backbone'}, not detector "
+                               f"'{detector_cls.name}' (harness weights list --detector {detector_cls.name})")
+        config["run"]["weights"] = str(registry.path(value))
+        config["run"]["weights_entry"] = value
+        saved = dict(entry.config)
+    else:
+        meta = checkpoint_meta(value)
+        if meta.get("detector") not in (None, detector_cls.name):
+            raise HarnessError(f"checkpoint {value} was trained for detector '{meta['detector']}', not "
+                               f"'{detector_cls.name}': pass --detector {meta['detector']}")
+        saved = meta.get("config") or {}
+    conflicts = [f"detector.{k}={v!r} (checkpoint: {saved[k]!r})" for k, v in sorted(user_detector.items())
+                 if k in saved and cfg.merge({k: saved[k]}, {k: v}) != {k: saved[k]}]
+    if conflicts:
+        log.warning("settings given for this run differ from those the checkpoint was made with; yours win: %s",
+                    "; ".join(conflicts))
+    config["run"]["weights_conflicts"] = conflicts
+    config["detector"] = cfg.merge(cfg.merge(config["detector"], saved), user_detector)

@@ -67,6 +67,7 @@ from harness.backbones import IMAGENET_MEAN, IMAGENET_STD, load_open_clip_visual
 from harness.checkpoints import check_state_fits, load_state, strip_prefix
 from harness.detector import Detector, InputPolicy, apply_policy
 from harness.errors import HarnessError
+from harness.weights import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +198,40 @@ def _timm_convnext(config: dict[str, Any], embedding_size: int) -> nn.Module:
     return model
 
 
+_DRCT_PAGE = "https://modelscope.cn/datasets/BokingChen/DRCT-2M/files"
+_DRCT_NOTE = ("Inside pretrained.zip on ModelScope (unzip it, then import the .pth); path from the README's test "
+              "commands. sha256 and size unknown offline; the reported numbers are in the README's figures "
+              "(Intra.png), not in text, so none are recorded; the repository has no licence file.")
+_DRCT_TRAIN = "DRCT-2M: MSCOCO train2017 real, {} fakes with their SD-inpainting reconstructions (DR={})"
+#: Published weights (``harness weights list``); facts from the official README @01aa7d0.
+CHECKPOINTS = (
+    Checkpoint(
+        name="drct:convnext-drct2m-sdv14", host="modelscope", url=_DRCT_PAGE, filename="14_acc0.9996.pth",
+        config={"variant": "convnext"}, trained_on=_DRCT_TRAIN.format("SD v1.4", "SDv1"),
+        paper="Chen et al., DRCT, ICML 2024; README intra-dataset DRCT-2M (ConvB, DR=SDv1)",
+        keys={"model.head.fc.weight": (1024, 1024), "fc.weight": (2, 1024)},
+        notes="pretrained/DRCT-2M/sdv14/convnext_base_in22k_224_drct_amp_crop/14_acc0.9996.pth. " + _DRCT_NOTE,
+    ),
+    Checkpoint(
+        name="drct:clip-drct2m-sdv14", host="modelscope", url=_DRCT_PAGE, filename="13_acc0.9664.pth",
+        config={"variant": "clip"}, trained_on=_DRCT_TRAIN.format("SD v1.4", "SDv1"),
+        paper="Chen et al., DRCT, ICML 2024; README intra-dataset DRCT-2M (UnivFD/CLIP, DR=SDv1)",
+        keys={"model.fc.weight": (1024, 768), "fc.weight": (2, 1024)},
+        notes="pretrained/DRCT-2M/sdv14/clip-ViT-L-14_224_drct_amp_crop/13_acc0.9664.pth. " + _DRCT_NOTE,
+    ),
+    Checkpoint(
+        name="drct:convnext-drct2m-sdv2", host="modelscope", url=_DRCT_PAGE, filename="16_acc0.9993.pth",
+        config={"variant": "convnext"}, trained_on=_DRCT_TRAIN.format("SD v1.4", "SDv2"),
+        paper="Chen et al., DRCT, ICML 2024; README intra-dataset DRCT-2M (ConvB, DR=SDv2)",
+        keys={"model.head.fc.weight": (1024, 1024), "fc.weight": (2, 1024)},
+        notes="pretrained/DRCT-2M/sdv2/convnext_base_in22k_224_drct_amp_crop/16_acc0.9993.pth. " + _DRCT_NOTE,
+    ),
+)
+
+
 class DRCT(Detector):
     name = "drct"
+    checkpoints = CHECKPOINTS  # published weights (harness.weights.Checkpoint)
     description = ("DRCT: ConvNeXt-B (or frozen CLIP ViT-L/14) -> 1024-d embedding -> 2-way head; "
                    "CE + margin contrastive training with reconstructions as hard examples")
     reference = ("Chen, Zeng, Yang, Yang. DRCT: Diffusion Reconstruction Contrastive Training towards Universal "

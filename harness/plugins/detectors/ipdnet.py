@@ -29,6 +29,7 @@ from harness.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputPolicy
 from harness.errors import HarnessError
 from harness.plugins.detectors.npr import bottleneck_stage, load_checked_state
 from harness.plugins.detectors.patchops import SRM
+from harness.weights import Checkpoint
 
 #: Output channels of ResNet-50 after each stage.
 STAGE_CHANNELS = {1: 256, 2: 512, 3: 1024, 4: 2048}
@@ -157,8 +158,17 @@ class DependencyHead(nn.Module):
         return self.classifier(self.pooled(feat)).squeeze(1)
 
 
+#: IPD-Net has no public code or weights.
+CHECKPOINTS = (
+    Checkpoint(name="ipdnet:paper", host="unpublished",
+               paper="Chen, Lo, Liao, Huang, IPD-Net: Detecting AI-Generated Images via Inter-Patch Dependencies",
+               notes="no public code or weights: train it with `harness train --detector ipdnet`"),
+)
+
+
 class IPDNet(Detector):
     name = "ipdnet"
+    checkpoints = CHECKPOINTS  # published weights (harness.weights.Checkpoint)
     channels_last = True
     description = (
         "IPD-Net: SRM (3 kernels) -> ResNet-50 from scratch truncated after layer 2/3/4 -> two 1x1 convs to C/2 -> "

@@ -26,6 +26,7 @@ from harness import hookimpl
 from harness.checkpoints import check_state_fits, load_state, strip_prefix
 from harness.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputPolicy
 from harness.errors import HarnessError
+from harness.weights import Checkpoint, Reported
 
 
 def npr_residual(x: torch.Tensor) -> torch.Tensor:
@@ -81,8 +82,54 @@ def square_resize_crop(
     return [t.contiguous() for t in tensors]
 
 
+_NPR_AIGCDETECT = {
+    "progan": 99.9, "stylegan": 96.1, "biggan": 87.3, "cyclegan": 90.3, "stargan": 99.6, "gaugan": 85.4,
+    "stylegan2": 98.1, "whichfaceisreal": 60.7, "ADM": 84.9, "Glide": 96.7, "Midjourney": 92.6,
+    "stable_diffusion_v_1_4": 97.4, "stable_diffusion_v_1_5": 97.5, "VQDM": 90.1, "wukong": 91.7, "DALLE2": 99.6}
+_NPR_KEYS = {"conv1.weight": (64, 3, 3, 3), "fc1.weight": (1, 512)}
+#: Published weights (``harness weights list``); facts from the official README @73cde1c.
+CHECKPOINTS = (
+    Checkpoint(
+        name="npr:progan-4class", host="url", filename="model_epoch_last_3090.pth",
+        url="https://github.com/chuangchuangtan/NPR-DeepfakeDetection/raw/main/model_epoch_last_3090.pth",
+        trained_on="ForenSynths ProGAN, 4 classes (car, cat, chair, horse)",
+        paper="Tan et al., Rethinking the Up-Sampling Operations in CNN-based Generative Network for "
+              "Generalizable Deepfake Detection, CVPR 2024; README AIGCDetectBenchmark table",
+        reported=(Reported(source="NPR README, AIGCDetectBenchmark table with the ProGAN-4class checkpoint "
+                                  "(no_resize, no_crop, batch 1, odd last row/column dropped)",
+                           metric="acc", values=_NPR_AIGCDETECT, mean=91.7, protocol="npr-aigcdetect"),),
+        keys=_NPR_KEYS,
+        notes="The file is stored in the repository, but its blob was not in the offline mirror: sha256 and size "
+              "unknown (trust on first use). The repository has no licence file.",
+    ),
+    Checkpoint(
+        name="npr:npr-pth", host="url", filename="NPR.pth",
+        url="https://github.com/chuangchuangtan/NPR-DeepfakeDetection/raw/main/NPR.pth",
+        paper="Tan et al., CVPR 2024 (README 'Testing the detector' command)",
+        keys=_NPR_KEYS,
+        notes="The README's test command loads ./NPR.pth but does not say what it was trained on; SIDBench ships "
+              "the same name (npr/NPR.pth) without a training set either. sha256 and size unknown; no licence file.",
+    ),
+    Checkpoint(
+        name="npr:genimage-sdv14", host="manual",
+        url="https://drive.google.com/drive/folders/1_mD17F94xMbJqEAsWRW1gVsZ5db6YamI",
+        trained_on="GenImage SD v1.4 (sdv4), 1 epoch, seed 70, 'translate and duplicate' for small images",
+        paper="NPR README, GenImage table",
+        reported=(Reported(source="NPR README, GenImage table (trained on sdv4)", metric="acc", mean=90.1,
+                           values={"ADM": 87.8, "BigGAN": 80.7, "glide": 93.2, "Midjourney": 91.7,
+                                   "stable_diffusion_v_1_5": 94.4, "VQDM": 88.7, "wukong": 94.0}),
+                  Reported(source="NPR README, GenImage table (trained on sdv4)", metric="ap", mean=96.9,
+                           values={"ADM": 96.0, "BigGAN": 89.8, "glide": 99.1, "Midjourney": 97.9,
+                                   "stable_diffusion_v_1_5": 99.9, "VQDM": 96.1, "wukong": 99.7})),
+        keys=_NPR_KEYS,
+        notes="A Google Drive folder: file name, sha256 and size unknown offline.",
+    ),
+)
+
+
 class NPR(Detector):
     name = "npr"
+    checkpoints = CHECKPOINTS  # published weights (harness.weights.Checkpoint)
     channels_last = True
     description = (
         "NPR (CVPR 2024): nearest-neighbour upsampling residual -> ResNet-50 stem + layer1 + layer2 "
@@ -96,6 +143,7 @@ class NPR(Detector):
         "load_size": 256,  # Resize((256, 256)) at test and before the training crop
         "crop_size": 224,  # RandomCrop in training; centre crop of the tile_crop test geometry
         "tile_crop": False,  # GenImage: tile images smaller than crop_size instead of resizing
+        "native": False,  # AIGCDetectBenchmark: native size, odd last row/column dropped (batch 1)
     }
     # README: train.py --batch_size 32 --lr 0.0002 --niter 50 --delr_freq 10 (lr *= 0.8 every 10 epochs),
     # Adam betas (0.9, 0.999), BCE-with-logits, no blur / JPEG augmentation.
@@ -156,6 +204,9 @@ class NPR(Detector):
         if train:
             return InputPolicy("custom", size=crop, resize_to=load, flip=True, **norm,
                                description=f"Resize(({load}, {load})) -> RandomCrop({crop}) -> random h-flip")
+        if self.config["native"]:
+            return InputPolicy("native", size=load, **norm,
+                               description="native size (no resize, no crop), odd last row/column dropped")
         if self.config["tile_crop"]:
             return InputPolicy("tile_crop", size=crop, **norm,
                                description=f"tile images smaller than {crop} px, CenterCrop({crop})")

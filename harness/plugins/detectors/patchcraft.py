@@ -38,6 +38,7 @@ from harness.plugins.detectors.patchops import (
     tile,
     to_uint8_tensor,
 )
+from harness.weights import Checkpoint, Reported
 
 
 def poor_rich_images(
@@ -86,8 +87,41 @@ def _conv_bn_relu(n: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+_RPTC_KEYS = {"group1.hpf.weight": (30, 1, 5, 5), "fc2.weight": (1, 32)}
+#: Published weights (``harness weights list``): the ports that publish RPTC weights.
+CHECKPOINTS = (
+    Checkpoint(
+        name="patchcraft:sidbench-progan", host="huggingface", repo="dkarageo/sidbench", filename="rptc/RPTC.pth",
+        trained_on="ProGAN (SIDBench README)",
+        paper="Zhong et al., PatchCraft: Exploring Texture Patch for Efficient AI-generated Image Detection",
+        reported=(Reported(
+            source="NPR README, AIGCDetectBenchmark table, RPTCon column (as AIGCDetectBenchmark reports it)",
+            metric="acc", mean=89.31, protocol="patchcraft-aigcdetect",
+            values={"progan": 100.00, "stylegan": 92.77, "biggan": 95.80, "cyclegan": 70.17, "stargan": 99.97,
+                    "gaugan": 71.58, "stylegan2": 89.55, "whichfaceisreal": 85.80, "ADM": 82.17, "Glide": 83.79,
+                    "Midjourney": 90.12, "stable_diffusion_v_1_4": 95.38, "stable_diffusion_v_1_5": 95.30,
+                    "VQDM": 88.91, "wukong": 91.07, "DALLE2": 96.60}),),
+        keys=_RPTC_KEYS,
+        notes="mever-team/sidbench README: weights/rptc/RPTC.pth after `hf download dkarageo/sidbench --local-dir "
+              "weights`, so the file name in the Hugging Face repo is inferred as rptc/RPTC.pth (not verified "
+              "offline); sha256, size and licence unknown.",
+    ),
+    Checkpoint(
+        name="patchcraft:aigcdetect", host="modelscope",
+        url="https://modelscope.cn/datasets/aemilia/AIGCDetectionBenchMark/files",
+        trained_on="ForenSynths ProGAN (AIGCDetectBenchmark training set)",
+        paper="Zhong et al., PatchCraft (official test code and checkpoints of AIGCDetectBenchmark)",
+        keys=_RPTC_KEYS,
+        notes="Ekko-zn/AIGCDetectBenchmark README: test code, test set and checkpoints on ModelScope and "
+              "BaiduNetdisk (https://pan.baidu.com/s/1dZz7suD-X5h54wCC9SyGBA?pwd=l30u); file name, sha256 and "
+              "size unknown offline.",
+    ),
+)
+
+
 class PatchCraft(Detector):
     name = "patchcraft"
+    checkpoints = CHECKPOINTS  # published weights (harness.weights.Checkpoint)
     channels_last = True
     description = (
         "PatchCraft / RPTC: 192 random 32px crops ranked by texture complexity, the 64 poorest and 64 richest "

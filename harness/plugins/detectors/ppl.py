@@ -64,6 +64,7 @@ from harness.checkpoints import checkpoint_meta
 from harness.detector import Detector, InputPolicy
 from harness.errors import HarnessError
 from harness.patchgrid import cells_to_mask
+from harness.weights import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,17 @@ def patch_contrastive_loss(emb: torch.Tensor, labels: torch.Tensor, alpha: float
     return total if reduction == "sum" else total / (t * (t - 1))
 
 
+#: PPL has no public code or weights; its backbones are the clip:/dinov2: entries.
+CHECKPOINTS = (
+    Checkpoint(name="ppl:paper", host="unpublished",
+               paper="Yang et al., All Patches Matter, More Patches Better (2025), arXiv:2504.01396",
+               notes="no public code or weights: train it with `harness train --detector ppl`"),
+)
+
+
 class PPL(Detector):
     name = "ppl"
+    checkpoints = CHECKPOINTS  # published weights (harness.weights.Checkpoint)
     description = ("Panoptic Patch Learning: LoRA-tuned ViT (CLIP ViT-L/14 or DINOv2) with Random Patch "
                    "Replacement and Patch-wise Contrastive Learning")
     reference = "Yang et al., All Patches Matter, More Patches Better (2025), arXiv:2504.01396"

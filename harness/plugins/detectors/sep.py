@@ -43,6 +43,7 @@ from harness.plugins.detectors.patchops import (
     to_uint8_tensor,
 )
 from harness.plugins.detectors.ssp import simplest_patches
+from harness.weights import Checkpoint, Reported
 
 
 class GuidedBidirectionalAttention(nn.Module):
@@ -157,8 +158,28 @@ def _frequency_stem() -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+#: Published weights (``harness weights list``); facts from the official README @ed4febe.
+CHECKPOINTS = (
+    Checkpoint(
+        name="sep:genimage-sdv14", host="manual", url="https://pan.baidu.com/s/1OAHbreVuTulwXJpu4B3dcg?pwd=xqtq",
+        trained_on="GenImage SD v1.4 (the README's GenImage table)",
+        paper="All Patches Are Not Equal: Focusing on a Single Exposed Patch for AI-Generated Image Detection; "
+              "README GenImage table, 'Ours' row",
+        reported=(Reported(source="SEP README, GenImage cross-generator table, 'Ours' row", metric="acc",
+                           mean=97.05, protocol="sep-genimage",
+                           values={"Midjourney": 86.08, "stable_diffusion_v_1_4": 99.33,
+                                   "stable_diffusion_v_1_5": 99.24, "ADM": 95.89, "glide": 99.03,
+                                   "wukong": 99.11, "VQDM": 99.06, "BigGAN": 98.68}),),
+        keys={"srm.kernel": (3, 3, 5, 5), "disc.fc.weight": (2, 2048)},
+        notes="Baidu Netdisk, extraction code xqtq. The README does not say that the released file is the one "
+              "behind the table, nor its name; sha256 and size unknown; the repository has no licence file.",
+    ),
+)
+
+
 class SEP(Detector):
     name = "sep"
+    checkpoints = CHECKPOINTS  # published weights (harness.weights.Checkpoint)
     channels_last = True
     spatial_input = False  # two views at different scales: a plane mask hits unrelated regions of both
     description = (

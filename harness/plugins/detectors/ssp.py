@@ -33,6 +33,7 @@ from harness.plugins.detectors.patchops import (
     ranked_crops,
     to_uint8_tensor,
 )
+from harness.weights import Checkpoint
 
 
 def simplest_patches(
@@ -51,8 +52,25 @@ def simplest_patches(
     return [crop_many(t, tops[best], lefts[best], size)[0] for t in tensors]
 
 
+#: Published weights (``harness weights list``); facts from the official README @38e9ab3.
+CHECKPOINTS = (
+    Checkpoint(
+        name="ssp:genimage-sdv14", host="manual", url="https://pan.baidu.com/s/1BTkl1gc7gHq4Ev457G__QQ?pwd=bcmi",
+        licence="MIT", trained_on="GenImage SD v1.4 (imagenet_ai_0419_sdv4)",
+        paper="Chen, Yao, Niu, A Single Simple Patch is All You Need for AI-generated Image Detection, 2024; "
+              "README GenImage results",
+        keys={"srm.kernel": (3, 3, 5, 5), "disc.conv1.weight": (64, 3, 7, 7), "disc.fc.weight": (1, 2048)},
+        notes="Baidu Cloud (code bcmi) or Dropbox https://www.dropbox.com/scl/fo/2xdvtew4rjrrsl6cseq30/"
+              "AElVHGO84W1DSmlImMg1ruM?rlkey=e1a2hnzh62wuuxrnbkfv6f90v: one model per GenImage subset (eight); "
+              "file names, sha256 and sizes unknown offline. The results are a figure (figures/results.png), "
+              "so no numbers are recorded.",
+    ),
+)
+
+
 class SSP(Detector):
     name = "ssp"
+    checkpoints = CHECKPOINTS  # published weights (harness.weights.Checkpoint)
     channels_last = True
     description = (
         "Single simplest patch: the least complex of 64 random 32x32 crops (4-direction absolute "

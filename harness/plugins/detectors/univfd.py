@@ -61,12 +61,41 @@ from harness.backbones import build_vit
 from harness.checkpoints import check_state_fits, load_state, state_digest, strip_prefix
 from harness.detector import Detector, InputPolicy, apply_policy
 from harness.errors import HarnessError
+from harness.weights import Checkpoint, Reported
 
 log = logging.getLogger(__name__)
 
 
+#: Published weights (``harness weights list``); facts from the official README, verified offline
+#: where a note says so.
+CHECKPOINTS = (
+    Checkpoint(
+        name="univfd:progan", host="url", filename="fc_weights.pth",
+        url="https://github.com/WisconsinAIVision/UniversalFakeDetect/raw/main/pretrained_weights/fc_weights.pth",
+        sha256="477100745713bcc957beb2b40859536859b6483fd6301b3b9293151b194c7847", size=4083, licence="MIT",
+        trained_on="ForenSynths (CNNDetection) ProGAN training set, 20 LSUN classes; head only, on frozen "
+                   "CLIP ViT-L/14 (OpenAI) features",
+        paper="Ojha, Li, Lee, Towards Universal Fake Image Detectors that Generalize Across Generative Models, "
+              "CVPR 2023, Tables 1-3",
+        reported=(Reported(
+            source="NPR README, AIGCDetectBenchmark table, UnivFD column (the table does not name the checkpoint)",
+            metric="acc", protocol="univfd-aigcdetect",
+            values={"progan": 99.81, "stylegan": 84.93, "biggan": 95.08, "cyclegan": 98.33, "stargan": 95.75,
+                    "gaugan": 99.47, "stylegan2": 74.96, "whichfaceisreal": 86.90, "ADM": 66.87, "Glide": 62.46,
+                    "Midjourney": 56.13, "stable_diffusion_v_1_4": 63.66, "stable_diffusion_v_1_5": 63.49,
+                    "VQDM": 85.31, "wukong": 70.93, "DALLE2": 50.75},
+            mean=78.43),),
+        keys={"weight": (1, 768), "bias": (1,)},
+        notes="sha256 and size computed from the file in the official repository (pretrained_weights/, the "
+              "fixture of this project). The paper's own Table 1-3 numbers are not in the README and could not "
+              "be read offline; the backbone is clip:vit-l-14-openai.",
+    ),
+)
+
+
 class UnivFD(Detector):
     name = "univfd"
+    checkpoints = CHECKPOINTS  # published weights (harness.weights.Checkpoint)
     description = "UnivFD: frozen CLIP ViT-L/14 image features + a linear head (features cached)"
     reference = "Ojha, Li, Lee. Towards Universal Fake Image Detectors that Generalize Across Generative Models. CVPR 2023"
 

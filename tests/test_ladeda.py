@@ -114,3 +114,13 @@ def test_official_test_geometry_and_bad_settings():
         TinyLaDeDa({"input": "sobel"})
     with pytest.raises(HarnessError, match="4 entries"):
         LaDeDa({"layers": [3, 4, 6]})
+
+
+@pytest.mark.parametrize("cls", [LaDeDa, TinyLaDeDa])
+def test_registry_entries_describe_the_model_they_load_into(cls):
+    shapes = {k: tuple(v.shape) for k, v in cls().state_dict().items()}
+    assert cls.checkpoints
+    for entry in cls.checkpoints:
+        assert entry.keys and all(shapes[k] == tuple(v) for k, v in entry.keys.items()), entry.name
+        if entry.host == "url":  # the released Tiny-LaDeDa files: hashed from the official commit's blobs
+            assert len(entry.sha256) == 64 and entry.size

@@ -36,12 +36,25 @@ from harness.backbones import LORA_TARGETS, build_feature_model
 from harness.checkpoints import state_digest
 from harness.detector import Detector, InputPolicy
 from harness.errors import HarnessError
+from harness.weights import Checkpoint
+
+_GENIMAGE = "Zhu et al., GenImage: A Million-Scale Benchmark for Detecting AI-Generated Image, NeurIPS 2023"
+
+
+def _genimage_entry(name: str) -> tuple[Checkpoint, ...]:
+    # GenImage's README publishes the data and the training command, no trained classifier; the ImageNet
+    # initialisation comes from the hub through timm (detector.pretrained) or a local file (detector.backbone_weights).
+    return (Checkpoint(name=f"{name}:genimage-sdv14", host="unpublished", paper=f"{_GENIMAGE}, Table 3",
+                       trained_on="GenImage SD v1.4", notes="no trained weights published: train it with "
+                       f"`harness run --detector {name} --suite genimage`"),)
 
 MODES = ("tune", "probe")
 
 
 class Backbone(Detector):
     name = "backbone"
+    checkpoints = (Checkpoint(name="backbone:none", host="unpublished", paper="timm / open_clip model cards",
+                              notes="a generic detector: its weights are the ones you train"),)
     description = ("Any timm or open_clip image model (detector.model) with a linear head: fine-tuned "
                    "(mode = tune, optionally LoRA) or a frozen linear probe (mode = probe, features cached)")
     reference = "timm (huggingface/pytorch-image-models), open_clip; baselines of GenImage (NeurIPS 2023) Table 3"
@@ -165,6 +178,7 @@ class Backbone(Detector):
 
 class ResNet50(Backbone):
     name = "resnet-50"
+    checkpoints = _genimage_entry("resnet-50")
     description = "ResNet-50 (ImageNet, timm) fine-tuned with a linear head: GenImage's baseline, PPL Table 1 row"
     reference = "He et al., CVPR 2016; as trained by GenImage (Zhu et al., NeurIPS 2023) with timm"
     defaults = {**Backbone.defaults, "model": "timm:resnet50"}
@@ -172,6 +186,7 @@ class ResNet50(Backbone):
 
 class DeiTS(Backbone):
     name = "deit-s"
+    checkpoints = _genimage_entry("deit-s")
     description = "DeiT-S (ImageNet, timm) fine-tuned with a linear head: GenImage's baseline, PPL Table 1 row"
     reference = "Touvron et al., ICML 2021; as trained by GenImage (Zhu et al., NeurIPS 2023)"
     defaults = {**Backbone.defaults, "model": "timm:deit_small_patch16_224"}
@@ -184,6 +199,7 @@ class DeiTS(Backbone):
 
 class SwinT(Backbone):
     name = "swin-t"
+    checkpoints = _genimage_entry("swin-t")
     description = "Swin-T (ImageNet, timm) fine-tuned with a linear head: GenImage's baseline, PPL Table 1 row"
     reference = "Liu et al., ICCV 2021; as trained by GenImage (Zhu et al., NeurIPS 2023)"
     defaults = {**Backbone.defaults, "model": "timm:swin_tiny_patch4_window7_224"}

@@ -46,6 +46,40 @@ from harness import hookimpl
 from harness.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputPolicy
 from harness.errors import HarnessError
 from harness.plugins.detectors.npr import load_checked_state, npr_residual, square_resize_crop
+from harness.weights import Checkpoint, Reported
+
+_REPO = "https://github.com/barcavia/RealTime-DeepfakeDetection-in-the-RealWorld"
+_PAPER = "Cavia et al., Real-Time Deepfake Detection in the Real-World, arXiv 2406.09398 (2024)"
+_LICENCE = "Software Research License (the repository's LICENSE: research use)"
+_TINY_KEYS = {"conv1.weight": (8, 3, 1, 1), "conv2.weight": (8, 8, 3, 3), "layer1.0.conv2.weight": (8, 8, 3, 3),
+              "fc.weight": (1, 8)}
+_LADEDA_KEYS = {"conv1.weight": (64, 3, 1, 1), "layer1.0.conv2.weight": (64, 64, 3, 3),
+                "layer4.2.conv3.weight": (2048, 512, 1, 1), "fc.weight": (1, 2048)}
+# Size and sha256 of the two files stored in the repository (blobs read from the official commit e734562).
+TINY_CHECKPOINTS = (
+    Checkpoint(name="tiny-ladeda:forensynths", host="url", filename="ForenSynth_Tiny_LaDeDa.pth",
+               url=f"{_REPO}/raw/main/weights/Tiny_LaDeDa/ForenSynth_Tiny_LaDeDa.pth",
+               sha256="4624258c70489cbff2778153ce6fc7f5ed16170b59a541a06dc3d4c759fd68a6", size=12405,
+               licence=_LICENCE, trained_on="ForenSynths ProGAN (the standard protocol), distilled from LaDeDa",
+               paper=_PAPER, keys=_TINY_KEYS),
+    Checkpoint(name="tiny-ladeda:wildrf", host="url", filename="WildRF_Tiny_LaDeDa.pth",
+               url=f"{_REPO}/raw/main/weights/Tiny_LaDeDa/WildRF_Tiny_LaDeDa.pth",
+               sha256="5e063100564d2ddfe9bf48074e351c8f2b38855552574a18a0738e7f2a764d80", size=11654,
+               licence=_LICENCE, trained_on="WildRF train (Reddit), distilled from LaDeDa", paper=_PAPER,
+               keys=_TINY_KEYS),
+)
+LADEDA_CHECKPOINTS = (
+    Checkpoint(name="ladeda:wildrf", host="manual", filename="WildRF_LaDeDa.pth",
+               url="https://drive.google.com/drive/folders/1KxNdnPRJJTuqxmzBPiGsg43tXzO8AN2d",
+               licence=_LICENCE, trained_on="WildRF train (Reddit)", paper=_PAPER, keys=_LADEDA_KEYS,
+               reported=(Reported(source="official README abstract: mAP on WildRF's test platforms", metric="ap",
+                                  values={}, mean=93.7),),
+               notes="A Google Drive folder (unzip into weights/LaDeDa): sha256 and size unknown offline."),
+    Checkpoint(name="ladeda:forensynths", host="manual", filename="ForenSynth_LaDeDa.pth",
+               url="https://drive.google.com/drive/folders/1KxNdnPRJJTuqxmzBPiGsg43tXzO8AN2d",
+               licence=_LICENCE, trained_on="ForenSynths ProGAN (the standard protocol)", paper=_PAPER,
+               keys=_LADEDA_KEYS, notes="A Google Drive folder: sha256 and size unknown offline."),
+)
 
 # 3x3 gradient kernels of the official ``preprocess`` options, applied per channel as cross-correlation.
 GRADIENT_KERNELS = {
@@ -182,6 +216,7 @@ class _PatchScoreDetector(Detector):
 
 class LaDeDa(_PatchScoreDetector):
     name = "ladeda"
+    checkpoints = LADEDA_CHECKPOINTS  # published weights (harness.weights.Checkpoint)
     description = ("LaDeDa (2024): NPR residual -> unpadded, mostly 1x1 ResNet-50-shaped network, one score per "
                    "9x9 patch, mean-pooled; Resize(256, 256) + ImageNet normalisation. Loads the official .pth.")
     reference = ("Cavia et al., Real-Time Deepfake Detection in the Real-World, arXiv 2406.09398 (2024); "
@@ -247,6 +282,7 @@ class LaDeDa(_PatchScoreDetector):
 
 class TinyLaDeDa(_PatchScoreDetector):
     name = "tiny-ladeda"
+    checkpoints = TINY_CHECKPOINTS  # published weights (harness.weights.Checkpoint)
     description = ("Tiny-LaDeDa (2024): diagonal-gradient input -> 4 convolutions (about 1.3k parameters), one "
                    "score per patch, mean-pooled; Resize(256, 256) + ImageNet normalisation. Loads the official .pth.")
     reference = LaDeDa.reference

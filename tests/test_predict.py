@@ -125,3 +125,22 @@ def test_missing_file_gets_an_error_row_and_untrained_detector_is_refused(mixed,
     assert "needs --weights" in capsys.readouterr().err
     assert main(["predict", "--detector", "tiny-residual", str(folder), "--weights", str(weights),
                  "--out", str(tmp_path / "x.txt")]) == 2
+
+
+def test_a_harness_checkpoint_rebuilds_the_detector_it_was_trained_as(mixed, capsys):
+    """A Tiny-LaDeDa saved at 64 px scores at 64 px, not at the 256-px default (the sidecar's configuration)."""
+    from harness.config import merge
+    from harness.plugins.detectors.ladeda import TinyLaDeDa
+
+    tmp_path, folder, _ = mixed
+    det = TinyLaDeDa(merge(TinyLaDeDa.defaults, {"load_size": 64, "crop_size": 56}))
+    weights = save_checkpoint(tmp_path / "tiny64.safetensors", det.checkpoint_state(), det.config)
+    out = tmp_path / "scores.jsonl"
+    assert main(["predict", str(folder / "a.png"), "--detector", "tiny-ladeda", "--weights", str(weights),
+                 "--set", "eval.workers=0", "--out", str(out)]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert "Resize((64, 64))" in str(row["input_policy"])
+    det.eval()
+    (x,) = det.preprocess([load_image(folder / "a.png")])
+    with torch.no_grad():
+        assert row["logit"] == pytest.approx(float(det(x[None])[0]), abs=1e-5)

@@ -21,9 +21,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image file, folder (recursive), CSV with a 'path' column, or '-' (paths on stdin)")
     parser.add_argument("--detector", required=True, metavar="NAME", help="detector name (harness list detectors)")
-    parser.add_argument("--weights", metavar="PATH",
-                        help="checkpoint to load (required unless the detector carries its own weights; then "
-                             "weights_sha256 is the sha256 over the loaded tensors)")
+    parser.add_argument("--weights", metavar="PATH|NAME",
+                        help="checkpoint to load: a file or a registry name (harness weights list); required unless "
+                             "the detector carries its own weights (then weights_sha256 is the sha256 over the "
+                             "loaded tensors)")
     parser.add_argument("--out", metavar="FILE", help="output file (default: standard output)")
     parser.add_argument("--format", choices=("csv", "jsonl"), help="output format (default: by --out's extension, "
                                                                    "else csv)")
@@ -35,17 +36,10 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def resolve_weights(value: str) -> Path:
-    """The checkpoint file that ``--weights VALUE`` names."""
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise HarnessError(f"--weights {value}: no such checkpoint file")
-    return path
-
-
 def run(args) -> int:
     from harness import config as cfg
     from harness.checkpoints import sha256_file, state_digest
+    from harness.commands._common import apply_weights
     from harness.predict import collect_inputs, output_format, predict, render, write_atomic
     from harness.registry import get_detector
     from harness.runs import select_device
@@ -53,15 +47,23 @@ def run(args) -> int:
 
     fmt = output_format(args.out, args.format)  # a bad --out fails before any model is built
     detector_cls = get_detector(args.detector)
-    config = cfg.resolve(detector_defaults=detector_cls.defaults,
-                         file_config=cfg.load_toml(args.config) if args.config else None,
+    file_config = cfg.load_toml(args.config) if args.config else None
+    config = cfg.resolve(detector_defaults=detector_cls.defaults, file_config=file_config,
                          overrides=args.overrides, training_defaults=detector_cls.training)
+    if args.weights:  # a registry name or a file; a harness checkpoint rebuilds the detector it was trained as
+        config["run"]["weights"] = args.weights
+        user = file_config or {}
+        for item in args.overrides or []:
+            user = cfg.merge(user, cfg.parse_override(item))
+        apply_weights(config, detector_cls, user.get("detector") or {})
     paths = collect_inputs(args.inputs, sys.stdin)
     if not paths:
         raise HarnessError(f"no files found in {', '.join(args.inputs)}")
     detector = detector_cls(config["detector"])
     if args.weights:
-        weights = resolve_weights(args.weights)
+        weights = Path(config["run"]["weights"])
+        if not weights.is_file():
+            raise HarnessError(f"--weights {args.weights}: no such checkpoint file")
         detector.load_weights(weights)
         weights_sha256 = sha256_file(weights)
     elif detector_cls.trainable:

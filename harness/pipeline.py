@@ -32,7 +32,7 @@ from harness.registry import get_analysis, get_detector, get_suite
 from harness.protocols import Protocol, protocol_layer
 from harness.reports import write_result
 from harness.runs import Run, seed_everything, select_device, start_run
-from harness.scoring import default_cache_dir, effective_precision, score_samples
+from harness.scoring import PRECISIONS, default_cache_dir, effective_precision, score_samples
 from harness.suite import Sample
 from harness.training import TrainingStopped, train
 
@@ -65,7 +65,10 @@ def resolve(args, extra_overrides: list[str] | None = None) -> tuple[dict, Proto
     config["protocol"] = protocol.to_dict()
     config["run"]["benchmark"] = protocol.name
     if protocol.train_suite != protocol.suite:
-        config["train_suite"] = cfg.merge(get_suite(protocol.train_suite).defaults, config.get("train_suite", {}))
+        train_suite = get_suite(protocol.train_suite)
+        config["train_suite"] = cfg.merge(train_suite.defaults, config.get("train_suite", {}))
+        cfg.check_section("train_suite", config["train_suite"], train_suite.defaults,
+                          cfg.declared_settings(train_suite))
     return config, protocol
 
 
@@ -192,6 +195,18 @@ def compile_for_inference(detector, config: dict) -> None:
     if config["run"].get("compile"):
         log.info("torch.compile: the first batches of each input shape are slow while it compiles")
         detector.compile()
+
+
+#: Types and ranges of the ``[eval]`` settings (none has a default of its own: batch_size
+#: falls back to train.batch_size, workers to min(4, CPU cores)).
+EVAL_SETTINGS: dict[str, dict] = {
+    "batch_size": {"type": "integer", "minimum": 1},
+    "workers": {"type": "integer", "minimum": 0},
+    "cache": {"type": "boolean"},
+    "cache_dir": {"type": ["string", "null"]},
+    "precision": {"enum": list(PRECISIONS)},
+    "bootstrap": {"type": "integer", "minimum": 1},
+}
 
 
 def _eval_settings(config: dict) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from harness.images import jpeg_roundtrip
 from harness.analysis import Analysis, AnalysisContext, AnalysisResult
 from harness.errors import HarnessError
 from harness.metrics import binary_metrics
-from harness.scoring import score_samples
+from harness.scoring import PRECISIONS, score_samples
 from harness.plugins.analyses.tde import analysis_workers, cache_dir_for, generator_order, skipped_table, stable_subsample
 
 KINDS = ("jpeg", "blur", "resize")
@@ -110,6 +110,13 @@ class CorruptionsAnalysis(Analysis):
         "cache_dir": None,         # None: the run's eval.cache_dir, else the score cache; false: off
         "precision": "auto",
         "seed": 0,
+    }
+    settings = {
+        "batch_size": {"type": ["integer", "null"], "minimum": 1},
+        "workers": {"type": ["integer", "null"], "minimum": 0},
+        "max_per_group": {"minimum": 0},
+        "cache_dir": {"type": ["string", "boolean", "null"], "description": "a folder, false (off) or unset"},
+        "precision": {"enum": list(PRECISIONS)},
     }
 
     def run(self, context: AnalysisContext) -> AnalysisResult:

@@ -83,6 +83,15 @@ class MaskingAnalysis(Analysis):
         "cache_dir": None,               # for the TDE maps that targeted masking needs
         "seed": 0,
     }
+    settings = {
+        "grid": {"type": ["string", "integer"], "pattern": "^auto$", "minimum": 1, "description": "auto or an integer >= 1"},
+        "fill": {"minimum": 0, "maximum": 1},
+        "batch_size": {"type": ["string", "integer"], "pattern": "^auto$", "minimum": 1, "description": "auto or an integer >= 1"},
+        "images_per_batch": {"minimum": 1},
+        "workers": {"type": ["integer", "null"], "minimum": 0},
+        "max_per_group": {"minimum": 0},
+        "cache_dir": {"type": ["string", "boolean", "null"], "description": "a folder, false (off) or unset"},
+    }
 
     @classmethod
     def skip_reason(cls, detector_cls) -> str | None:

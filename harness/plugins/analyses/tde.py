@@ -379,6 +379,17 @@ class TDEAnalysis(Analysis):
         "cache_dir": None,         # None: the run's eval.cache_dir, else the score cache; false: off
         "seed": 0,
     }
+    settings = {
+        "grid": {"type": ["string", "integer"], "pattern": "^auto$", "minimum": 1, "description": "auto or an integer >= 1"},
+        "fill": {"minimum": 0, "maximum": 1},
+        "batch_size": {"type": ["string", "integer"], "pattern": "^auto$", "minimum": 1, "description": "auto or an integer >= 1"},
+        "images_per_batch": {"minimum": 1},
+        "workers": {"type": ["integer", "null"], "minimum": 0},
+        "max_per_group": {"minimum": 0},
+        "active_fraction": {"exclusiveMinimum": 0, "maximum": 1},
+        "examples": {"minimum": 0},
+        "cache_dir": {"type": ["string", "boolean", "null"], "description": "a folder, false (off) or unset"},
+    }
 
     @classmethod
     def skip_reason(cls, detector_cls) -> str | None:

@@ -26,6 +26,7 @@ class CSVSuite(TreeSuite):
     # generator / split: values for rows that leave those columns out (generator defaults to
     # the CSV file's name without extension).
     defaults = {"root": None, "generator": None, "split": "test"}
+    settings = {"generator": {"type": ["string", "null"]}}
 
     def root_path(self) -> Path:
         raw = self.config.get("root") or (os.environ.get(self.root_env) if self.root_env else None)

@@ -28,6 +28,7 @@ class ForenSynths(TreeSuite):
     # classes: only these LSUN classes in train/val (default all); diffusion_root: UnivFD's
     # diffusion_datasets folder (default <root>/diffusion_datasets when it exists).
     defaults = {"root": None, "classes": None, "diffusion_root": None}
+    settings = {"classes": {"type": ["array", "null"]}, "diffusion_root": {"type": ["string", "null"]}}
 
     def generators(self) -> list[str]:
         return TEST_GENERATORS + list(DIFFUSION_REALS)

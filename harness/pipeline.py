@@ -264,6 +264,10 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
         compile_for_inference(detector, config)
         settings = _eval_settings(config)
         test_df = score_samples(detector, plan.test, device=run.device, desc="test", **settings)
+        if not len(test_df):  # every rank gets the same frame, so all stop here together
+            skipped = test_df.attrs.get("skipped") or [("-", "no reason recorded")]
+            raise HarnessError(f"none of the {len(plan.test)} test images could be scored, so there is nothing "
+                               f"to report; e.g. {skipped[0][0]}: {skipped[0][1]}")
         val_df = score_samples(detector, plan.val, device=run.device, desc="val", **settings) if plan.val else None
         if not main:
             distributed.barrier()  # wait for rank 0's analyses and reports

@@ -102,7 +102,7 @@ TRAIN_SETTINGS: dict[str, dict] = {
     "save_every_steps": {"type": ["integer", "null"], "minimum": 0},
     "stop_after_steps": {"type": ["integer", "null"], "minimum": 1},
     "resume": {"type": ["string", "boolean"], "description": "auto, false or the path of a last.safetensors"},
-    "lr": {"type": "number", "exclusiveMinimum": 0},
+    "lr": {"type": "number", "minimum": 0},
     "weight_decay": {"type": "number", "minimum": 0},
     "betas": {"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
               "minItems": 2, "maxItems": 2, "description": "a list of two numbers in [0, 1)"},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import json
 import logging
 import tomllib
@@ -49,9 +50,11 @@ def core_settings() -> tuple[dict[str, dict], dict[str, dict[str, dict]]]:
     """``(defaults, declarations)`` of the sections the engine reads, each declared by the
     module that reads it."""
     from harness.pipeline import EVAL_SETTINGS
+    from harness.protocols import PROTOCOL_SETTINGS
     from harness.training import TRAIN_DEFAULTS, TRAIN_SETTINGS
 
-    return {"train": TRAIN_DEFAULTS}, {"run": RUN_SETTINGS, "eval": EVAL_SETTINGS, "train": TRAIN_SETTINGS}
+    return {"train": TRAIN_DEFAULTS}, {"run": RUN_SETTINGS, "eval": EVAL_SETTINGS, "train": TRAIN_SETTINGS,
+                                       "protocol": PROTOCOL_SETTINGS}
 
 
 # -- settings schemas -----------------------------------------------------------------------
@@ -128,12 +131,20 @@ def config_schema(known: dict, settings: dict[str, Any] | None = None) -> dict:
 
 
 def _validator(schema: dict):
+    return _compiled(json.dumps(schema, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(schema_json: str):
+    """A validator for a schema, checked against the JSON Schema metaschema once (that check
+    costs far more than validating a configuration)."""
     import jsonschema
 
     # JSON Schema counts 2.0 as an integer; a setting read as a size or a count must be a real int.
     checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
         "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
     cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
+    schema = json.loads(schema_json)
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as exc:

@@ -36,8 +36,17 @@ from harness.metrics import SCORE_METRICS
 BENCHMARKS_ENV = "HARNESS_BENCHMARKS"
 SHIPPED_BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
 DEFAULT_METRICS = ["acc", "real_acc", "fake_acc", "ap", "auc"]
-_KEYS = {"description", "reference", "suite", "train_suite", "train_generators", "test_generators", "metrics",
-         "analyses", "profile", "name"}
+_GENERATORS = {"type": ["string", "array"], "items": {"type": "string"}, "description": '"all" or a list of generator names'}
+#: Types of the ``[protocol]`` keys (harness.config checks them with every other setting).
+PROTOCOL_SETTINGS: dict[str, dict] = {
+    "description": {"type": "string"}, "reference": {"type": "string"}, "name": {"type": "string"},
+    "suite": {"type": "string"}, "train_suite": {"type": "string"}, "profile": {"type": ["string", "null"]},
+    "train_generators": _GENERATORS, "test_generators": _GENERATORS,
+    "metrics": {"type": "array", "items": {"enum": list(SCORE_METRICS)},
+                "description": f"a list of metric names out of {', '.join(SCORE_METRICS)}"},
+    "analyses": {"type": "array", "items": {"type": "string"}, "description": "a list of analysis names"},
+}
+_KEYS = set(PROTOCOL_SETTINGS)
 
 
 def benchmark_dirs() -> list[Path]:

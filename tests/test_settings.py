@@ -192,3 +192,20 @@ def test_layers_win_in_order_defaults_file_set_flag(default, file, override, fla
 
 def test_valid_floats_keep_their_value():
     assert math.isclose(resolve(overrides=["train.lr=1e-4"])["train"]["lr"], 1e-4)
+
+
+@FAST
+@given(key=st.sampled_from(["protocol.metrics", "protocol.train_generators", "protocol.analyses", "protocol.suite",
+                            "protocol.profile", "protocol", "train_suite", "analyses.tde", "suite.generators"]),
+       value=st.one_of(st.text(max_size=10), st.integers().map(str), st.sampled_from(['["acc", 1]', "[[]]", "{}"])))
+def test_the_whole_run_configuration_resolves_or_is_a_harness_error(key, value):
+    import argparse
+
+    from harness import pipeline
+
+    args = argparse.Namespace(detector="npr", suite="mini", config=None, overrides=[f"{key}={value}"], device=None,
+                              out=None, weights=None, seed=None, compile=None)
+    try:
+        pipeline.resolve(args)
+    except HarnessError:
+        pass

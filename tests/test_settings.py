@@ -66,6 +66,12 @@ def test_the_seed_flag_is_checked_too(capsys, tmp_path):
     assert code == 2 and "setting run.seed=-1: expected an integer >= 0" in err
 
 
+def test_suite_commands_check_the_suite_settings(capsys, tmp_path):
+    code = cli.main(["suite", "info", "folder", "--set", f"suite.root={tmp_path}", "--set", "suite.max_depth=0"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == "harness: error: setting suite.max_depth=0: expected an integer >= 1"
+
+
 def test_unknown_sections_and_analysis_keys_are_warned_with_the_closest_name(caplog):
     analyses = get_plugins().registry["analysis"]
     config = cfg.resolve(

@@ -1,4 +1,5 @@
-"""Configuration layering: plugin defaults < a TOML file < ``--set key=value`` overrides.
+"""Configuration layering: plugin defaults < a TOML file < ``--set key=value`` overrides, and
+the check of every value against its type and range before any work.
 
 The resolved configuration is one nested dict with the sections ``run``, ``detector``,
 ``suite``, ``eval``, ``train`` and ``analyses``; it is written into every run folder.
@@ -196,29 +197,26 @@ def unknown_settings(user: dict, schema: dict) -> list[str]:
     """Sections and keys set in ``user`` (a --config file or --set overrides) that ``schema``
     does not know, each with the closest known name when there is one. The ``protocol``
     table is checked by the protocol itself; a plugin's nested tables are free-form."""
-    def report(prefix: str, given: dict, known) -> list[str]:
+    def report(given: dict, known, show) -> list[str]:
         names = sorted(known)
         out = []
         for key in sorted(set(given) - set(names)):
             close = difflib.get_close_matches(key, names, n=1)
-            out.append(f"{prefix}{key}" + (f" (did you mean {prefix}{close[0]}?)" if close else ""))
+            out.append(show(key) + (f" (did you mean {show(close[0])}?)" if close else ""))
         return out
 
     sections = schema["properties"]
-    out = []
-    for key in sorted(set(user) - set(sections)):
-        close = difflib.get_close_matches(key, sorted(sections), n=1)
-        out.append(f"[{key}]" + (f" (did you mean [{close[0]}]?)" if close else ""))
+    out = report(user, sections, lambda key: f"[{key}]")
     for section in ("run", "eval", "train", "suite", "detector"):
         if isinstance(user.get(section), dict):
-            out += report(f"{section}.", user[section], sections[section]["properties"])
+            out += report(user[section], sections[section]["properties"], lambda key, s=section: f"{s}.{key}")
     analyses = user.get("analyses")
     if isinstance(analyses, dict):
         known = sections["analyses"]["properties"]
-        out += report("analyses.", analyses, known)
+        out += report(analyses, known, lambda key: f"analyses.{key}")
         for name, given in analyses.items():
             if isinstance(given, dict) and name in known:
-                out += report(f"analyses.{name}.", given, known[name]["properties"])
+                out += report(given, known[name]["properties"], lambda key, n=name: f"analyses.{n}.{key}")
     return out
 
 

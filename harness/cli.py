@@ -76,8 +76,15 @@ def crash_report(exc: BaseException, argv: list[str]) -> str:
     rank = f"rank {os.environ.get('RANK', '?')}: " if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else ""
     name = f"crash-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid()}.log"
     header = f"harness {harness.__version__}, python {sys.version.split()[0]}, argv: {argv}\n"
+    folders = [Path(tempfile.gettempdir()) / "aigi-harness"]
+    try:
+        from harness.manifest import cache_root
+
+        folders.insert(0, cache_root() / "crashes")
+    except Exception:  # the crash may be in importing the harness itself
+        pass
     where = None
-    for folder in (_cache_folder(), Path(tempfile.gettempdir()) / "aigi-harness"):
+    for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / (name + ".tmp")
@@ -88,16 +95,5 @@ def crash_report(exc: BaseException, argv: list[str]) -> str:
         except OSError:
             continue
     saved = f"traceback in {where}" if where else "the traceback could not be saved"
-    return (f"harness: {rank}internal error: {type(exc).__name__}: {cause} ({saved}; "
-            f"{DEBUG_ENV}=1 prints it; please report it)")
-
-
-def _cache_folder() -> Path:
-    try:
-        from harness.manifest import cache_root
-
-        return cache_root() / "crashes"
-    except Exception:  # the crash may be in importing the harness itself
-        import tempfile
-
-        return Path(tempfile.gettempdir()) / "aigi-harness"
+    what = f"{type(exc).__name__}: {cause}" if cause else type(exc).__name__
+    return f"harness: {rank}internal error: {what} ({saved}; {DEBUG_ENV}=1 prints it; please report it)"

@@ -188,3 +188,25 @@ def test_allow_list_names_that_match_no_plugin_are_warned(monkeypatch, capsys):
     finally:
         monkeypatch.delenv(registry.ALLOW_LIST_ENV)
         registry.get_plugins(reload=True)
+
+
+@pytest.mark.parametrize("kind", ["nan", "pickle"])
+def test_bad_weights_stop_a_run_with_one_line(capsys, tmp_path, kind):
+    data = tmp_path / "data"
+    write_pairs(data / "0_real", data / "1_fake", 2, size=32)
+    det = NPR({"load_size": 32, "crop_size": 32})
+    path = tmp_path / "npr.safetensors"
+    if kind == "nan":
+        state = {k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v)
+                 for k, v in det.checkpoint_state().items()}
+        save_checkpoint(path, state, det.config)
+    else:
+        path.write_bytes(pickle.dumps(det.checkpoint_state()))
+    code = cli.main(["run", "--detector", "npr", "--suite", "folder", "--set", f"suite.root={data}",
+                     "--set", "detector.load_size=32", "--set", "detector.crop_size=32", "--set", "eval.workers=0",
+                     "--weights", str(path), "--device", "cpu", "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    line = next(line for line in err.splitlines() if line.startswith("harness: error:"))
+    assert f"weights file {path}" in line
+    assert ("NaN or infinite" in line) if kind == "nan" else ("not a readable safetensors file" in line)

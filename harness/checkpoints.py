@@ -85,7 +85,8 @@ def _non_finite(value, prefix: str = "") -> list[str]:
         finite = not value.is_floating_point() or bool(torch.isfinite(value).all())
         return [] if finite else [prefix or "the tensor"]
     if isinstance(value, dict):
-        return [name for key, item in value.items() for name in _non_finite(item, f"{prefix}.{key}" if prefix else str(key))]
+        return [name for key, item in value.items()
+                for name in _non_finite(item, f"{prefix}.{key}" if prefix else str(key))]
     if isinstance(value, (list, tuple)):
         return [name for i, item in enumerate(value) for name in _non_finite(item, f"{prefix}[{i}]")]
     return []

@@ -163,8 +163,8 @@ def expected(schema: dict) -> str:
     types = schema.get("type", [])
     types = [types] if isinstance(types, str) else types
     text = " or ".join(_WORDS[t] for t in types if t in _WORDS) or "a valid value"
-    bounds = [f"{sign} {schema[word]}" for word, sign in (("minimum", ">="), ("exclusiveMinimum", ">"),
-                                                          ("maximum", "<="), ("exclusiveMaximum", "<")) if word in schema]
+    signs = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
+    bounds = [f"{sign} {schema[word]}" for word, sign in signs if word in schema]
     return " ".join([text, " and ".join(bounds)]) if bounds else text
 
 

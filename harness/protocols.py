@@ -36,7 +36,8 @@ from harness.metrics import SCORE_METRICS
 BENCHMARKS_ENV = "HARNESS_BENCHMARKS"
 SHIPPED_BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
 DEFAULT_METRICS = ["acc", "real_acc", "fake_acc", "ap", "auc"]
-_GENERATORS = {"type": ["string", "array"], "items": {"type": "string"}, "description": '"all" or a list of generator names'}
+_GENERATORS = {"type": ["string", "array"], "items": {"type": "string"},
+               "description": '"all" or a list of generator names'}
 #: Types of the ``[protocol]`` keys (harness.config checks them with every other setting).
 PROTOCOL_SETTINGS: dict[str, dict] = {
     "description": {"type": "string"}, "reference": {"type": "string"}, "name": {"type": "string"},

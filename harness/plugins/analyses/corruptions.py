@@ -22,7 +22,8 @@ from harness.analysis import Analysis, AnalysisContext, AnalysisResult
 from harness.errors import HarnessError
 from harness.metrics import binary_metrics
 from harness.scoring import PRECISIONS, score_samples
-from harness.plugins.analyses.tde import analysis_workers, cache_dir_for, generator_order, skipped_table, stable_subsample
+from harness.plugins.analyses.tde import (CACHE_DIR_SETTING, analysis_workers, cache_dir_for, generator_order,
+                                         skipped_table, stable_subsample)
 
 KINDS = ("jpeg", "blur", "resize")
 
@@ -115,7 +116,7 @@ class CorruptionsAnalysis(Analysis):
         "batch_size": {"type": ["integer", "null"], "minimum": 1},
         "workers": {"type": ["integer", "null"], "minimum": 0},
         "max_per_group": {"minimum": 0},
-        "cache_dir": {"type": ["string", "boolean", "null"], "description": "a folder, false (off) or unset"},
+        "cache_dir": CACHE_DIR_SETTING,
         "precision": {"enum": list(PRECISIONS)},
     }
 

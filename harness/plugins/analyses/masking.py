@@ -22,6 +22,8 @@ from harness.patchgrid import grid_skip_reason, apply_masks, cells_to_mask, reso
 from harness.runs import autocast
 from harness.suite import FAKE
 from harness.plugins.analyses.tde import (
+    AUTO_OR_POSITIVE,
+    CACHE_DIR_SETTING,
     analysis_workers,
     cache_dir_for,
     compute_tde,
@@ -84,13 +86,13 @@ class MaskingAnalysis(Analysis):
         "seed": 0,
     }
     settings = {
-        "grid": {"type": ["string", "integer"], "pattern": "^auto$", "minimum": 1, "description": "auto or an integer >= 1"},
+        "grid": AUTO_OR_POSITIVE,
         "fill": {"minimum": 0, "maximum": 1},
-        "batch_size": {"type": ["string", "integer"], "pattern": "^auto$", "minimum": 1, "description": "auto or an integer >= 1"},
+        "batch_size": AUTO_OR_POSITIVE,
         "images_per_batch": {"minimum": 1},
         "workers": {"type": ["integer", "null"], "minimum": 0},
         "max_per_group": {"minimum": 0},
-        "cache_dir": {"type": ["string", "boolean", "null"], "description": "a folder, false (off) or unset"},
+        "cache_dir": CACHE_DIR_SETTING,
     }
 
     @classmethod

@@ -206,7 +206,11 @@ def unknown_settings(user: dict, schema: dict) -> list[str]:
         return out
 
     sections = schema["properties"]
-    out = report(user, sections, lambda key: f"[{key}]")
+    tables = {key: value for key, value in user.items() if isinstance(value, dict)}
+    out = report(tables, sections, lambda key: f"[{key}]")
+    for key in sorted(set(user) - set(tables) - set(sections)):  # a setting written above every [section]
+        owners = [name for name, section in sections.items() if key in section.get("properties", {})]
+        out.append(f"{key} (outside any [section]" + (f"; did you mean {owners[0]}.{key}?)" if owners else ")"))
     for section in ("run", "eval", "train", "suite", "detector"):
         if isinstance(user.get(section), dict):
             out += report(user[section], sections[section]["properties"], lambda key, s=section: f"{s}.{key}")

@@ -84,6 +84,9 @@ def test_unknown_sections_and_analysis_keys_are_warned_with_the_closest_name(cap
         "analyses.tde.gird (did you mean analyses.tde.grid?)",
     ]
     assert "[trian] (did you mean [train]?)" in caplog.text
+    config = cfg.resolve(detector_defaults=NPR.defaults, file_config={"crop_size": 64, "nonsense": 1})
+    assert config["run"]["unknown_settings"] == ["crop_size (outside any [section]; did you mean detector.crop_size?)",
+                                                 "nonsense (outside any [section])"]
 
 
 def test_a_key_whose_default_is_new_is_typed_by_that_default():

@@ -45,6 +45,9 @@ class Analysis:
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    #: JSON Schema per key of ``defaults`` where its default value does not tell the type and range
+    #: (harness.config checks the run's values against it before any work).
+    settings: ClassVar[dict[str, dict]] = {}
 
     def __init__(self, config: dict[str, Any] | None = None):
         self.config = merge(copy.deepcopy(self.defaults), config or {})

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from harness.errors import HarnessError
@@ -53,17 +54,42 @@ def state_digest(module: nn.Module) -> str:
 def load_state(path: str | Path) -> dict:
     """Load a state dict from safetensors or a torch file (``weights_only=True``).
 
-    Returns whatever mapping the file holds; official-checkpoint adapters unwrap it.
+    Returns whatever mapping the file holds; official-checkpoint adapters unwrap it. A file
+    that is not what its name says, is cut short, or holds NaN or infinite weights is refused
+    with one line naming it.
     """
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors name the refused global; pass the cause on
-        raise HarnessError(f"cannot read weights {path} safely (weights_only=True): {exc}") from None
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise HarnessError(f"weights file {path} is not a readable safetensors file ({exc}); an empty, "
+                               "truncated or renamed file (a torch checkpoint wants a .pt or .pth name)") from None
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle errors name the refused global; pass the cause on
+            raise HarnessError(f"cannot read weights {path} safely (weights_only=True): {exc}") from None
+    bad = _non_finite(state)
+    if bad:
+        raise HarnessError(f"weights file {path} holds NaN or infinite values in {len(bad)} tensors, e.g. "
+                           f"{', '.join(bad[:4])}: a diverged or corrupted checkpoint would score nothing")
+    return state
+
+
+def _non_finite(value, prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors in a (nested) checkpoint with a NaN or infinity."""
+    if isinstance(value, torch.Tensor):
+        finite = not value.is_floating_point() or bool(torch.isfinite(value).all())
+        return [] if finite else [prefix or "the tensor"]
+    if isinstance(value, dict):
+        return [name for key, item in value.items()
+                for name in _non_finite(item, f"{prefix}.{key}" if prefix else str(key))]
+    if isinstance(value, (list, tuple)):
+        return [name for i, item in enumerate(value) for name in _non_finite(item, f"{prefix}[{i}]")]
+    return []
 
 
 def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], config: dict, extra: dict | None = None) -> Path:
@@ -104,18 +130,32 @@ def state_mismatch(own: dict, state: dict, *, allow_missing=lambda key: False) -
     return missing, unexpected, wrong
 
 
+def dtype_mismatch(own: dict, state: dict) -> list[str]:
+    """``"key int32 != float32"`` for each integer (or boolean) tensor of ``state`` that would be
+    cast into a floating-point tensor of ``own``: torch casts silently, the weights are nonsense."""
+    def name(dtype) -> str:
+        return str(dtype).removeprefix("torch.")
+
+    return [f"{k} {name(state[k].dtype)} != {name(own[k].dtype)}" for k in sorted(set(own) & set(state))
+            if isinstance(state[k], torch.Tensor) and isinstance(own[k], torch.Tensor) and own[k].is_floating_point()
+            and not (state[k].is_floating_point() or state[k].is_complex())]
+
+
 def check_state_fits(own: dict, state: dict, path, what: str, *, allow_missing=lambda key: False,
                      hint: str = "") -> None:
     """Raise a :class:`HarnessError` unless ``state`` has exactly the names and shapes of ``own``
-    (a model's state dict), naming the first mismatched keys with both shapes (file != model).
-    Checked before loading, so a refused file changes nothing (and never meets torch's bare
-    RuntimeError on a shape)."""
+    (a model's state dict) and floating-point tensors where the model has them, naming the first
+    mismatched keys with both shapes or dtypes (file != model). Checked before loading, so a
+    refused file changes nothing (and never meets torch's bare RuntimeError on a shape)."""
     missing, unexpected, wrong = state_mismatch(own, state, allow_missing=allow_missing)
-    if missing or unexpected or wrong:
+    dtypes = dtype_mismatch(own, state)
+    if missing or unexpected or wrong or dtypes:
+        kinds = f", {len(dtypes)} integer tensors for floating-point weights {dtypes[:4]}" if dtypes else ""
         raise HarnessError(
             f"weights file {path} does not fit {what}: "
             f"{len(wrong)} wrong shapes (file != model) {wrong[:4]}, "
-            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}{hint}"
+            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
+            f"{kinds}{hint}"
         )
 
 

@@ -168,6 +168,9 @@ class Detector(nn.Module):
     reference: ClassVar[str] = ""
     #: Default configuration; the run's ``[detector]`` section is layered on top.
     defaults: ClassVar[dict[str, Any]] = {}
+    #: JSON Schema per key of ``defaults`` where its default value does not tell the type and
+    #: range: ``{"crop_size": {"minimum": 8}, "backbone_weights": {"type": ["string", "null"]}}``.
+    settings: ClassVar[dict[str, dict]] = {}
     #: The published training recipe (epochs, batch_size, lr, ...): the run's ``[train]`` defaults.
     training: ClassVar[dict[str, Any]] = {}
     #: Named scaled-down overlays, e.g. ``{"mini": {"detector": {...}, "train": {...}}}``; a

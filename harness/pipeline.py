@@ -33,7 +33,7 @@ from harness.registry import get_analysis, get_detector, get_suite
 from harness.protocols import Protocol, protocol_layer
 from harness.reports import write_result
 from harness.runs import Run, run_folder_writes, seed_everything, select_device, start_run
-from harness.scoring import default_cache_dir, effective_precision, score_samples
+from harness.scoring import PRECISIONS, default_cache_dir, effective_precision, score_samples
 from harness.shortcuts import match_classes, per_format_metrics, reencoder
 from harness.suite import Sample
 from harness.training import TrainingStopped, train
@@ -69,7 +69,10 @@ def resolve(args, extra_overrides: list[str] | None = None) -> tuple[dict, Proto
     config["protocol"] = protocol.to_dict()
     config["run"]["benchmark"] = protocol.name
     if protocol.train_suite != protocol.suite:
-        config["train_suite"] = cfg.merge(get_suite(protocol.train_suite).defaults, config.get("train_suite", {}))
+        train_suite = get_suite(protocol.train_suite)
+        config["train_suite"] = cfg.merge(train_suite.defaults, config.get("train_suite", {}))
+        cfg.check_section("train_suite", config["train_suite"], train_suite.defaults,
+                          cfg.declared_settings(train_suite))
     return config, protocol
 
 
@@ -237,6 +240,20 @@ def compile_for_inference(detector, config: dict) -> None:
         detector.compile()
 
 
+#: Types and ranges of the ``[eval]`` settings (none has a default of its own: batch_size
+#: falls back to train.batch_size, workers to min(4, CPU cores)).
+EVAL_SETTINGS: dict[str, dict] = {
+    "batch_size": {"type": "integer", "minimum": 1},
+    "workers": {"type": "integer", "minimum": 0},
+    "cache": {"type": "boolean"},
+    "cache_dir": {"type": ["string", "null"]},
+    "precision": {"enum": list(PRECISIONS)},
+    "bootstrap": {"type": "integer", "minimum": 1},
+    "reencode": {"type": ["string", "null"], "description": "jpeg:Q, webp:Q or png"},
+    "match": {"type": "boolean"},
+}
+
+
 def _eval_settings(config: dict) -> dict[str, Any]:
     ev = config.get("eval", {})
     cache_dir = None if ev.get("cache", True) is False else Path(ev.get("cache_dir") or default_cache_dir())
@@ -330,6 +347,10 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
         settings = _eval_settings(config)
         settings.update(control_scoring)
         test_df = score_samples(detector, plan.test, device=run.device, desc="test", **settings)
+        if not len(test_df):  # every rank gets the same frame, so all stop here together
+            skipped = test_df.attrs.get("skipped") or [("-", "no reason recorded")]
+            raise HarnessError(f"none of the {len(plan.test)} test images could be scored, so there is nothing "
+                               f"to report; e.g. {skipped[0][0]}: {skipped[0][1]}")
         val_df = score_samples(detector, plan.val, device=run.device, desc="val", **settings) if plan.val else None
         if not main:
             distributed.barrier()  # wait for rank 0's analyses and reports

@@ -42,8 +42,22 @@ from harness.metrics import SCORE_METRICS
 BENCHMARKS_ENV = "HARNESS_BENCHMARKS"
 SHIPPED_BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
 DEFAULT_METRICS = ["acc", "real_acc", "fake_acc", "ap", "auc"]
-_KEYS = {"description", "reference", "suite", "train_suite", "train_generators", "test_generators", "metrics",
-         "analyses", "profile", "name", "train_released_before", "test_released_after", "weights", "tolerance"}
+_GENERATORS = {"type": ["string", "array"], "items": {"type": "string"},
+               "description": '"all" or a list of generator names'}
+#: Types of the ``[protocol]`` keys (harness.config checks them with every other setting).
+PROTOCOL_SETTINGS: dict[str, dict] = {
+    "description": {"type": "string"}, "reference": {"type": "string"}, "name": {"type": "string"},
+    "suite": {"type": "string"}, "train_suite": {"type": "string"}, "profile": {"type": ["string", "null"]},
+    "train_generators": _GENERATORS, "test_generators": _GENERATORS,
+    "metrics": {"type": "array", "items": {"enum": list(SCORE_METRICS)},
+                "description": f"a list of metric names out of {', '.join(SCORE_METRICS)}"},
+    "analyses": {"type": "array", "items": {"type": "string"}, "description": "a list of analysis names"},
+    "train_released_before": {"type": ["string", "null"], "description": "a date YYYY-MM-DD"},
+    "test_released_after": {"type": ["string", "null"], "description": "a date YYYY-MM-DD"},
+    "weights": {"type": ["string", "null"], "description": "a registry checkpoint name"},
+    "tolerance": {"type": "number", "minimum": 0},
+}
+_KEYS = set(PROTOCOL_SETTINGS)
 
 
 def benchmark_dirs() -> list[Path]:

@@ -9,6 +9,7 @@ recorded as broken with one line naming it and the cause; every other plugin sti
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
@@ -62,7 +63,12 @@ class Plugins:
 
     # -- discovery -------------------------------------------------------------------------
     def _load(self, allow: set[str] | None) -> None:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found = entry_points(group=ENTRY_POINT_GROUP)
+        names = sorted(set(found.names))
+        #: allow-list names that no entry point has, each with its close matches
+        self.unmatched = {name: difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+                          for name in sorted((allow or set()) - set(names))}
+        for ep in found:
             if allow is not None and ep.name not in allow:
                 continue
             if ep.name in self.info:
@@ -162,6 +168,10 @@ def get_plugins(reload: bool = False) -> Plugins:
         _loaded = Plugins(allow_list())
         for info in _loaded.broken:
             print(f"harness: plugin '{info.name}' is broken: {info.error}", file=sys.stderr)
+        for name, close in _loaded.unmatched.items():
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            print(f"harness: {ALLOW_LIST_ENV} names '{name}', but no installed plugin has that name{hint}; "
+                  f"unset {ALLOW_LIST_ENV} and run `harness plugins` to list them", file=sys.stderr)
     return _loaded
 
 

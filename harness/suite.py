@@ -52,6 +52,9 @@ class Suite:
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    #: JSON Schema per key of ``defaults`` where its default value does not tell the type and range
+    #: (harness.config checks the run's values against it before any work).
+    settings: ClassVar[dict[str, dict]] = {"root": {"type": ["string", "null"]}}
     #: Environment variable giving the default root, e.g. ``HARNESS_GENIMAGE_ROOT``.
     root_env: ClassVar[str | None] = None
     #: Facts per generator, where known: ``family`` (gan, diffusion, closed, other) and

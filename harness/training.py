@@ -91,6 +91,34 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "find_unused_parameters": False,
 }
 SELECT_METRICS = ("auc", "balanced_acc", "acc", "loss")
+#: Types and ranges of the ``[train]`` settings (harness.config checks them before any work);
+#: a key not listed here is typed by its default. The last six have no engine default: the
+#: detectors' optimisers and ``train_head`` read them.
+TRAIN_SETTINGS: dict[str, dict] = {
+    "epochs": {"minimum": 1},
+    "batch_size": {"minimum": 1},
+    "grad_accum": {"minimum": 1},
+    "schedule": {"enum": ["cosine", "step", "constant"]},
+    "warmup_steps": {"minimum": 0},
+    "min_lr_ratio": {"minimum": 0, "maximum": 1},
+    "step_epochs": {"minimum": 1},
+    "gamma": {"exclusiveMinimum": 0},
+    "clip_grad": {"type": ["number", "null"], "minimum": 0},
+    "patience": {"type": ["integer", "null"], "minimum": 0},
+    "select": {"enum": list(SELECT_METRICS)},
+    "workers": {"minimum": 0},
+    "max_steps_per_epoch": {"type": ["integer", "null"], "minimum": 1},
+    "save_every_steps": {"type": ["integer", "null"], "minimum": 0},
+    "stop_after_steps": {"type": ["integer", "null"], "minimum": 1},
+    "resume": {"type": ["string", "boolean"], "description": "auto, false or the path of a last.safetensors"},
+    "lr": {"type": "number", "minimum": 0},
+    "weight_decay": {"type": "number", "minimum": 0},
+    "betas": {"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+              "minItems": 2, "maxItems": 2, "description": "a list of two numbers in [0, 1)"},
+    "min_lr": {"type": "number", "minimum": 0},
+    "min_delta": {"type": "number", "minimum": 0},
+    "feature_batch_size": {"type": "integer", "minimum": 1},
+}
 
 
 class TrainingStopped(Exception):
@@ -115,14 +143,10 @@ class _Step(nn.Module):
 
 def train_config(config: dict) -> dict[str, Any]:
     """The ``[train]`` section over :data:`TRAIN_DEFAULTS`, checked."""
+    from harness.config import check_section
+
     cfg = {**TRAIN_DEFAULTS, **(config.get("train") or {})}
-    for key in ("epochs", "batch_size", "grad_accum"):
-        if int(cfg[key]) < 1:
-            raise HarnessError(f"train.{key} must be at least 1, got {cfg[key]}")
-    if cfg["schedule"] not in ("cosine", "step", "constant"):
-        raise HarnessError(f"train.schedule must be cosine, step or constant, got {cfg['schedule']!r}")
-    if cfg["select"] not in SELECT_METRICS:
-        raise HarnessError(f"train.select must be one of {', '.join(SELECT_METRICS)}, got {cfg['select']!r}")
+    check_section("train", cfg, TRAIN_DEFAULTS, TRAIN_SETTINGS)
     return cfg
 
 

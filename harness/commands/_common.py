@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from harness import config as cfg
-from harness.registry import get_detector, get_suite
+from harness.registry import get_detector, get_plugins, get_suite
 
 log = logging.getLogger("harness")
 
@@ -37,6 +37,8 @@ def resolve_config(args, suite_name: str | None = None, profile: str | None = No
     file_config = cfg.load_toml(args.config) if args.config else None
     if layer:
         file_config = cfg.merge(layer, file_config or {})
+    flags = {key: getattr(args, key) for key in ("device", "out", "seed", "weights", "compile")
+             if getattr(args, key, None) is not None}
     config = cfg.resolve(
         detector_defaults=detector_cls.defaults if detector_cls else None,
         suite_defaults=suite_cls.defaults,
@@ -44,13 +46,10 @@ def resolve_config(args, suite_name: str | None = None, profile: str | None = No
         overrides=args.overrides,
         training_defaults=detector_cls.training if detector_cls else None,
         profile=detector_cls.profiles.get(profile) if (detector_cls and profile) else None,
+        settings=cfg.plugin_settings(detector_cls, suite_cls, get_plugins().registry["analysis"]),
+        flags={"run": flags},
     )
     config["run"]["profile"] = profile if (detector_cls and profile in detector_cls.profiles) else None
-    for flag, key in (("device", "device"), ("out", "out"), ("seed", "seed"), ("weights", "weights"),
-                      ("compile", "compile")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            config["run"][key] = value
     config["run"]["detector"] = getattr(args, "detector", None)
     config["run"]["suite"] = suite_cls.name
     if detector_cls and config["run"].get("weights"):

@@ -58,7 +58,8 @@ def add_parser(subparsers) -> None:
 def make_suite(args):
     suite_cls = get_suite(args.name)
     file_config = cfg.load_toml(args.config) if args.config else None
-    resolved = cfg.resolve(suite_defaults=suite_cls.defaults, file_config=file_config, overrides=args.overrides)
+    resolved = cfg.resolve(suite_defaults=suite_cls.defaults, file_config=file_config, overrides=args.overrides,
+                           settings={"suite": cfg.declared_settings(suite_cls)})
     return suite_cls(resolved["suite"])
 
 

@@ -11,6 +11,7 @@ class TinyCNN(Detector):
     description = "Three-layer CNN; the example every new detector plugin starts from."
     reference = "examples/harness-tiny-cnn"
     defaults = {"width": 16, "size": 32}
+    settings = {"width": {"minimum": 1}, "size": {"minimum": 8}}  # types come from the defaults
     training = {"epochs": 10, "batch_size": 16, "lr": 1e-2}
 
     def __init__(self, config=None):

@@ -26,8 +26,9 @@ from harness.images import jpeg_roundtrip
 from harness.analysis import Analysis, AnalysisContext, AnalysisResult
 from harness.errors import HarnessError
 from harness.metrics import binary_metrics
-from harness.scoring import score_samples
-from harness.plugins.analyses.tde import analysis_workers, cache_dir_for, generator_order, skipped_table, stable_subsample
+from harness.scoring import PRECISIONS, score_samples
+from harness.plugins.analyses.tde import (CACHE_DIR_SETTING, analysis_workers, cache_dir_for, generator_order,
+                                         skipped_table, stable_subsample)
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,13 @@ class CorruptionsAnalysis(Analysis):
         "cache_dir": None,         # None: the run's eval.cache_dir, else the score cache; false: off
         "precision": "auto",
         "seed": 0,
+    }
+    settings = {
+        "batch_size": {"type": ["integer", "null"], "minimum": 1},
+        "workers": {"type": ["integer", "null"], "minimum": 0},
+        "max_per_group": {"minimum": 0},
+        "cache_dir": CACHE_DIR_SETTING,
+        "precision": {"enum": list(PRECISIONS)},
     }
 
     def run(self, context: AnalysisContext) -> AnalysisResult:

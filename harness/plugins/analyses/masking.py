@@ -25,6 +25,8 @@ from harness.patchgrid import grid_skip_reason, apply_masks, cells_to_mask, reso
 from harness.runs import autocast
 from harness.suite import FAKE
 from harness.plugins.analyses.tde import (
+    AUTO_OR_POSITIVE,
+    CACHE_DIR_SETTING,
     analysis_workers,
     cache_dir_for,
     compute_tde,
@@ -133,6 +135,15 @@ class MaskingAnalysis(Analysis):
         "amp": True,                     # as scoring: bf16 autocast on CUDA, fp32 elsewhere
         "cache_dir": None,               # for the TDE maps that targeted masking needs
         "seed": 0,
+    }
+    settings = {
+        "grid": AUTO_OR_POSITIVE,
+        "fill": {"minimum": 0, "maximum": 1},
+        "batch_size": AUTO_OR_POSITIVE,
+        "images_per_batch": {"minimum": 1},
+        "workers": {"type": ["integer", "null"], "minimum": 0},
+        "max_per_group": {"minimum": 0},
+        "cache_dir": CACHE_DIR_SETTING,
     }
 
     @classmethod

@@ -362,6 +362,11 @@ def analysis_workers(analysis_config: dict, context: AnalysisContext) -> int:
 
 # -- the analysis ---------------------------------------------------------------------------
 
+#: Settings schemas the analyses share: ``"auto"`` or a positive integer; a cache folder or false.
+AUTO_OR_POSITIVE = {"type": ["string", "integer"], "pattern": "^auto$", "minimum": 1,
+                    "description": "auto or an integer >= 1"}
+CACHE_DIR_SETTING = {"type": ["string", "boolean", "null"], "description": "a folder, false (off) or unset"}
+
 class TDEAnalysis(Analysis):
     name = "tde"
     description = "Per-patch total direct effect maps (PPL eq. 1) and how concentrated they are."
@@ -378,6 +383,17 @@ class TDEAnalysis(Analysis):
         "amp": False,              # TDE are differences of logits: fp32 unless asked
         "cache_dir": None,         # None: the run's eval.cache_dir, else the score cache; false: off
         "seed": 0,
+    }
+    settings = {
+        "grid": AUTO_OR_POSITIVE,
+        "fill": {"minimum": 0, "maximum": 1},
+        "batch_size": AUTO_OR_POSITIVE,
+        "images_per_batch": {"minimum": 1},
+        "workers": {"type": ["integer", "null"], "minimum": 0},
+        "max_per_group": {"minimum": 0},
+        "active_fraction": {"exclusiveMinimum": 0, "maximum": 1},
+        "examples": {"minimum": 0},
+        "cache_dir": CACHE_DIR_SETTING,
     }
 
     @classmethod

@@ -264,6 +264,14 @@ class DRCT(Detector):
         "blur_prob": 0.1,
         "gray_prob": 0.2,
     }
+    settings = {
+        "variant": {"enum": ["convnext", "clip"]},
+        "backbone_weights": {"type": ["string", "null"]},
+        "embedding_size": {"minimum": 1},
+        "crop_size": {"minimum": 1},
+        "alpha": {"minimum": 0, "maximum": 1},
+        **{key: {"minimum": 0, "maximum": 1} for key in ("jpeg_prob", "rot90_prob", "blur_prob", "gray_prob")},
+    }
     # train_contrastive.py and the README's commands (ConvB: batch 64 per GPU on 2 GPUs, AMP).
     # The official CosineAnnealingLR(T_max=5) is stepped per epoch over 17 epochs, so its lr
     # rises again after epoch 5; the engine's cosine decays once over the whole run.

@@ -73,6 +73,16 @@ class Backbone(Detector):
         "cache_features": True,  # mode probe: frozen features computed once per image
         "feature_cache_dir": None,
     }
+    settings = {
+        "mode": {"enum": list(MODES)},
+        "pretrained": {"type": ["string", "null"]},
+        "backbone_weights": {"type": ["string", "null"]},
+        "image_size": {"type": ["integer", "null"], "minimum": 16},
+        "crop_pct": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
+        "lora_rank": {"minimum": 1},
+        "lora_targets": {"type": ["array", "null"], "items": {"type": "string"}},
+        "feature_cache_dir": {"type": ["string", "null"]},
+    }
     # GenImage's ResNet-50 command line (timm train.py), as far as the training engine expresses it.
     training: dict[str, Any] = {"epochs": 200, "batch_size": 128, "lr": 0.05, "optimizer": "sgd", "momentum": 0.9,
                                 "weight_decay": 2e-5, "schedule": "cosine", "select": "acc"}

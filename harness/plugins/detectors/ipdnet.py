@@ -188,6 +188,15 @@ class IPDNet(Detector):
         "dependency": "matrix",  # "matrix" (paper, (HW)^2) or "factored" (same result, O(HW))
         "augment": {"blur_prob": 0.1, "blur_sigma": [0.0, 3.0], "jpeg_prob": 0.1, "jpeg_quality": [30, 100]},
     }
+    settings = {
+        "layer": {"enum": [2, 3, 4]},
+        "num_linear": {"enum": [None, 1, 2]},
+        "hidden": {"minimum": 1},
+        "pad": {"minimum": 0},
+        "crop": {"minimum": 1},
+        "size": {"minimum": 1},
+        "dependency": {"enum": ["matrix", "factored"]},
+    }
     # Paper IV-B: Adam lr 1e-4, batch 32, BCE; blur / JPEG / flip live in ``defaults.augment``
     # because this detector's preprocess applies them. The paper gives no epoch count and no
     # schedule: a constant lr and 20 epochs with early stopping (CNNSpot's practice) are ours.

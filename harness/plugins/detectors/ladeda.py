@@ -230,6 +230,10 @@ class LaDeDa(_PatchScoreDetector):
         "strides": [2, 2, 2, 1],
         "kernel3": [1, 1, 0, 0],  # LaDeDa9: 3x3 in the first block of stages 1 and 2
     }
+    settings = {"load_size": {"minimum": 8}, "crop_size": {"minimum": 8}, "input": {"enum": list(INPUT_TRANSFORMS)},
+                "width": {"minimum": 1}, "layers": {"items": {"type": "integer", "minimum": 1}},
+                "strides": {"items": {"type": "integer", "minimum": 1}},
+                "kernel3": {"items": {"type": "integer", "minimum": 0}}}
     layout = "official layout: conv1, conv2, bn1, layer1-4 (bottlenecks), fc Linear(2048, 1)"
     profiles = {
         "mini": {
@@ -287,6 +291,8 @@ class TinyLaDeDa(_PatchScoreDetector):
                    "score per patch, mean-pooled; Resize(256, 256) + ImageNet normalisation. Loads the official .pth.")
     reference = LaDeDa.reference
     defaults: dict[str, Any] = {"load_size": 256, "crop_size": 224, "input": "right_diag", "channels": 8}
+    settings = {"load_size": {"minimum": 8}, "crop_size": {"minimum": 8}, "input": {"enum": list(INPUT_TRANSFORMS)},
+                "channels": {"minimum": 1}}
     layout = "official layout: conv1, conv2, bn1, layer1.0.{conv1,bn1,conv2,bn2}, fc Linear(8, 1)"
     profiles = {
         "mini": {

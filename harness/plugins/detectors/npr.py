@@ -145,6 +145,7 @@ class NPR(Detector):
         "tile_crop": False,  # GenImage: tile images smaller than crop_size instead of resizing
         "native": False,  # AIGCDetectBenchmark: native size, odd last row/column dropped (batch 1)
     }
+    settings = {"load_size": {"minimum": 1}, "crop_size": {"minimum": 1}}
     # README: train.py --batch_size 32 --lr 0.0002 --niter 50 --delr_freq 10 (lr *= 0.8 every 10 epochs),
     # Adam betas (0.9, 0.999), BCE-with-logits, no blur / JPEG augmentation.
     training: dict[str, Any] = {

@@ -138,6 +138,7 @@ class PatchCraft(Detector):
         # options.py defaults: blur_prob 0.1, blur_sig 0-3, jpg_prob 0.1, jpg_qual 30-100).
         "augment": {"blur_prob": 0.1, "blur_sigma": [0.0, 3.0], "jpeg_prob": 0.1, "jpeg_quality": [30, 100]},
     }
+    settings = {"grid": {"minimum": 1}, "patch_size": {"minimum": 2}, "factor": {"minimum": 2}}
     # AIGCDetectBenchmark's training defaults (options.py, train.py), where the RPTC weights come
     # from (the paper's own recipe is not published): Adam lr 1e-4 (beta1 0.9), batch 64, BCE,
     # blur / JPEG p 0.1 (``defaults.augment``), niter 1000 epochs with early stopping on val

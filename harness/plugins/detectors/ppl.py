@@ -184,6 +184,20 @@ class PPL(Detector):
         "pcl_reduction": "mean",
         "pcl_max_tokens": 4096,
     }
+    settings = {
+        "backbone_weights": {"type": ["string", "null"]},
+        "quick_gelu": {"type": ["boolean", "null"]},
+        "image_size": {"minimum": 1},
+        "lora_rank": {"minimum": 1},
+        "lora_alpha": {"type": "number", "exclusiveMinimum": 0},
+        "lora_dropout": {"minimum": 0, "exclusiveMaximum": 1},
+        "lora_targets": {"type": ["array", "null"], "items": {"type": "string"}},
+        "rpr_ratio": {"minimum": 0, "maximum": 1},
+        "rpr_prob": {"minimum": 0, "maximum": 1},
+        "pcl_lambda": {"minimum": 0},
+        "pcl_reduction": {"enum": ["mean", "sum"]},
+        "pcl_max_tokens": {"minimum": 1},
+    }
     # The paper omits its optimiser settings; these are the harness's (DRCT-like) choices.
     training: dict[str, Any] = {
         "epochs": 5, "batch_size": 32, "lr": 1e-4, "weight_decay": 0.0, "schedule": "cosine",

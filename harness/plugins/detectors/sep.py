@@ -205,6 +205,12 @@ class SEP(Detector):
         "backbone_weights": None,
         "seed": 0,
     }
+    settings = {
+        **{key: {"minimum": 1} for key in ("patch_size", "candidates", "train_candidates", "small_resize",
+                                            "freq_size", "upsample", "heads", "enhancer_groups")},
+        "backbone_weights": {"type": ["string", "null"]},
+        "seed": {"minimum": 0},
+    }
     # train.py of the release: AdamW lr 1e-3, weight decay 0, batch 32, 50 epochs, cross-entropy,
     # one warm-up epoch then a decay whose code (create_lr_scheduler) is not in the release: the
     # engine's cosine decay stands in (set train.warmup_steps to one epoch's steps for the warm-up).

@@ -88,6 +88,11 @@ class SSP(Detector):
         "backbone_weights": None,  # local torchvision ResNet state dict instead of the download
         "seed": 0,  # test-time patch draws: seeded from this and the image's bytes
     }
+    settings = {
+        **{key: {"minimum": 1} for key in ("patch_size", "candidates", "small_resize", "upsample")},
+        "backbone_weights": {"type": ["string", "null"]},
+        "seed": {"minimum": 0},
+    }
     # bcmi/SSP train_val.py: Adam lr 1e-4, batch 64, 30 epochs, BCE. Its poly decay (power 0.9,
     # per epoch) is replaced by the engine's cosine decay, the closest schedule it offers.
     training: dict[str, Any] = {"epochs": 30, "batch_size": 64, "lr": 1e-4, "schedule": "cosine"}

@@ -121,6 +121,14 @@ class UnivFD(Detector):
         "feature_cache_dir": None,
         "head_init_std": 0.02,
     }
+    settings = {
+        "backbone_weights": {"type": ["string", "null"]},
+        "crop_size": {"minimum": 1},
+        "resize_to": {"minimum": 1},
+        "blur_prob": {"minimum": 0, "maximum": 1},
+        "jpeg_prob": {"minimum": 0, "maximum": 1},
+        "feature_cache_dir": {"type": ["string", "null"]},
+    }
     # The published recipe (train.py, options/*.py at 76a0e3e); early stopping on validation
     # accuracy with patience 5, then lr / 10, down to 1e-6.
     training = {

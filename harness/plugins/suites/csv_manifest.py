@@ -27,6 +27,7 @@ class CSVSuite(TreeSuite):
     # the CSV file's name without extension). allow_outside_root: read paths that lead outside the
     # CSV file's folder (absolute paths, '..', symlinks out); by default each is a reported skip.
     defaults = {"root": None, "generator": None, "split": "test", "allow_outside_root": False}
+    settings = {"generator": {"type": ["string", "null"]}}
 
     def root_path(self) -> Path:
         raw = self.config.get("root") or (os.environ.get(self.root_env) if self.root_env else None)

@@ -41,6 +41,8 @@ class DRCT2M(TreeSuite):
     # fake of the same stem in that generator. val_fraction: hash-based share of train2017
     # held out as val (by stem, so a real and its fake stay together).
     defaults = {"root": None, "generators": None, "reals": "all", "val_fraction": 0.1}
+    settings = {"generators": {"type": ["array", "null"]}, "reals": {"enum": ["all", "paired"]},
+                "val_fraction": {"minimum": 0, "maximum": 1}}
 
     generator_facts = facts({"stable-diffusion-v1-4": "Stable Diffusion 1.4",
                              "stable-diffusion-v1-5": "Stable Diffusion 1.5",

@@ -21,6 +21,7 @@ class FolderSuite(TreeSuite):
     # generator: the name used when the class folders sit directly under the root (or split);
     # default the root folder's name. split: the split of a tree without train/val/test folders.
     defaults = {"root": None, "generator": None, "split": "test", "max_depth": 5}
+    settings = {"generator": {"type": ["string", "null"]}, "max_depth": {"minimum": 1}}
 
     def generators(self) -> list[str]:
         return sorted(self.listed_generators())

@@ -29,6 +29,7 @@ class ForenSynths(TreeSuite):
     # classes: only these LSUN classes in train/val (default all); diffusion_root: UnivFD's
     # diffusion_datasets folder (default <root>/diffusion_datasets when it exists).
     defaults = {"root": None, "classes": None, "diffusion_root": None}
+    settings = {"classes": {"type": ["array", "null"]}, "diffusion_root": {"type": ["string", "null"]}}
 
     generator_facts = facts({"progan": "ProGAN", "stylegan": "StyleGAN", "biggan": "BigGAN", "cyclegan": "CycleGAN",
                              "stargan": "StarGAN", "gaugan": "GauGAN", "crn": "CRN", "imle": "IMLE",

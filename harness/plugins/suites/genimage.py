@@ -36,6 +36,7 @@ class GenImage(TreeSuite):
     # and a real crop the mini suite shares between generators is val in all of them).
     # generators: only these generator folders (default: every one found).
     defaults = {"root": None, "val_fraction": 0.1, "generators": None}
+    settings = {"val_fraction": {"minimum": 0, "maximum": 1}, "generators": {"type": ["array", "null"]}}
     #: Table order of the generator folders; others follow by name.
     order = list(GENERATORS)
 

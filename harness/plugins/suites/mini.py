@@ -84,6 +84,7 @@ class MiniSuite(GenImage):
     root_env = "HARNESS_MINI_ROOT"
     layout = "<root>/<generator>/{train,val}/{nature,ai}/*.png with <root>/mini.json (harness suite build mini)"
     defaults = {"root": None, "preset": "default", "seed": 0, "val_fraction": 0.1, "generators": None}
+    settings = {"preset": {"enum": list(PRESETS)}, "seed": {"minimum": 0}}  # and GenImage's
     order = list(FAMILIES)
 
     def generators(self) -> list[str]:

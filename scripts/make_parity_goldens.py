@@ -1,0 +1,179 @@
+"""Produce the parity goldens (tests/golden/<detector>.json) from an official checkout.
+
+    python scripts/make_parity_goldens.py DETECTOR OFFICIAL_CHECKOUT [--seed N]
+
+The official code is imported from OFFICIAL_CHECKOUT (never copied into the project) and
+run on CPU in fp32 with seeded random weights in the official checkpoint layout
+(tests/golden/parity.py), on the bundled images, through the official test-time
+preprocessing; the golden records the official outputs, the layout and the seed, so that
+tests/test_parity.py can check the harness without the official code. The official
+repository and commit are read from OFFICIAL_CHECKOUT's git metadata when present, else
+from --commit. See tests/golden/README.md.
+
+Where the official code fetches weights or imports packages unrelated to the forward pass
+(tokenizers, OpenCV for training-time JPEG), this script patches that in the official
+modules' namespace at run time, and says so in the golden's ``notes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from golden.parity import IMAGES, image_digest, layout_of, make_image, seeded_state, write_golden, write_official_files  # noqa: E402
+
+GENERATORS = {}
+
+
+def generator(name, repo):
+    def wrap(fn):
+        GENERATORS[name] = (fn, repo)
+        return fn
+    return wrap
+
+
+def stub_module(name: str, **attrs) -> None:
+    """Stand in for a package that only an unused part of the official code imports."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        sys.modules[name] = types.SimpleNamespace(**attrs)
+
+
+def image_set(names=None, sizes=None):
+    out = {}
+    for name, (source, size) in IMAGES.items():
+        if names and name not in names:
+            continue
+        size = (sizes or {}).get(name, size)
+        out[name] = (source, list(size), make_image(source, size))
+    return out
+
+
+def images_section(images):
+    return {n: {"source": s, "size": size, "sha256": image_digest(img)} for n, (s, size, img) in images.items()}
+
+
+def save_pngs(images, folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, (_, _, img) in images.items():
+        paths[name] = folder / f"{name}.png"
+        img.save(paths[name])
+    return paths
+
+
+# -- UnivFD -------------------------------------------------------------------------------------
+# The official CLIPModel is OpenAI CLIP (vendored in models/clip) + fc Linear(768, 1). ViT-L/14 is
+# large and fixed by name in clip.load, but clip.load also takes a file and build_model infers the
+# architecture from its state dict: a reduced ViT (patch 14, 224 px, width 128, 2 layers, 768-d
+# projection so that the official 768 -> 1 head applies) runs the official code path at a
+# fraction of the cost.
+UNIVFD_OPEN_CLIP = {
+    "embed_dim": 768,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 128, "patch_size": 14},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 64, "heads": 1, "layers": 1},
+}
+
+
+@generator("univfd", "Yuheng-Li/UniversalFakeDetect")
+def univfd(official: Path, seed: int, work: Path) -> dict:
+    importlib.import_module("packaging.version")
+    stub_module("pkg_resources", packaging=importlib.import_module("packaging"))
+    stub_module("ftfy")
+    stub_module("regex")
+    from models.clip import model as clip_model  # official
+    import models.clip_models as clip_models  # official
+    import validate  # official: RealFakeDataset (the test-time transform)
+
+    v, t = UNIVFD_OPEN_CLIP["vision_cfg"], UNIVFD_OPEN_CLIP["text_cfg"]
+    clip = clip_model.CLIP(UNIVFD_OPEN_CLIP["embed_dim"], v["image_size"], v["layers"], v["width"], v["patch_size"],
+                           t["context_length"], t["vocab_size"], t["width"], t["heads"], t["layers"])
+    layout = [[f"model.{k}", s, d] for k, s, d in layout_of(clip.state_dict())]
+    layout += [["fc.weight", [1, 768], "torch.float32"], ["fc.bias", [1], "torch.float32"]]
+    weights = {"seed": seed, "layout": layout, "fp16": True,
+               "files": [{"name": "clip.pt", "prefix": "model."}, {"name": "fc_weights.pth", "prefix": "fc."}]}
+    paths = write_official_files(weights, seeded_state(weights), work)
+
+    official_load = clip_models.clip.load
+
+    def not_a_jit_archive(*args, **kwargs):  # clip.load's own fallback, without consuming the file first
+        raise RuntimeError("not a TorchScript archive")
+
+    torch.jit.load = not_a_jit_archive
+    clip_models.clip.load = lambda name, device="cpu": official_load(str(paths["clip.pt"]), device=device)
+    model = clip_models.CLIPModel("ViT-L/14")
+    model.fc.load_state_dict(torch.load(paths["fc_weights.pth"], map_location="cpu"))  # as validate.py
+    model.eval()
+
+    images = image_set()
+    pngs = save_pngs(images, work / "images")
+    dataset = validate.RealFakeDataset(str(work / "images"), str(work / "images"), "ours", None, "CLIP:ViT-L/14")
+    outputs = {}
+    with torch.no_grad():
+        for i, path in enumerate(dataset.total_list[: len(pngs)]):
+            name = Path(path).stem
+            logit = model(dataset[i][0][None]).flatten()
+            outputs[name] = {"official_output": logit.tolist(), "p_fake": float(logit.sigmoid()),
+                             "logit": float(logit)}
+    return {
+        "weights": weights,
+        "images": images_section(images),
+        "outputs": outputs,
+        "harness": {"config": {"backbone": "open_clip:parity-univfd-clip", "pretrained": "none",
+                               "backbone_weights": "{clip.pt}", "crop_size": 224, "quick_gelu": True},
+                    "open_clip_config": {"name": "parity-univfd-clip", "config": UNIVFD_OPEN_CLIP},
+                    "load": "fc_weights.pth"},
+        "official_path": "models.CLIPModel('ViT-L/14') with clip.load given the reduced-CLIP file "
+                         "(official build_model, fp16 convert, .float() on CPU); fc loaded as validate.py; "
+                         "validate.RealFakeDataset transform (CenterCrop 224, ToTensor, CLIP Normalize); sigmoid",
+        "notes": ["reduced CLIP ViT (width 128, 2 layers, patch 14, 224 px, 768-d projection) instead of ViT-L/14",
+                  "pkg_resources/ftfy/regex stubbed where missing (tokenizer only)",
+                  "torch.jit.load made to fail at once: on current torch a failed jit.load consumes the file "
+                  "that clip.load then reads as a plain state dict"],
+    }
+
+
+# -- main ---------------------------------------------------------------------------------------
+def git_commit(path: Path) -> str | None:
+    try:
+        return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("detector", choices=sorted(GENERATORS))
+    parser.add_argument("official", type=Path, help="a checkout of the official repository")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--commit", help="the official commit, when the checkout has no git metadata")
+    args = parser.parse_args(argv)
+    fn, repo = GENERATORS[args.detector]
+    commit = git_commit(args.official) or args.commit
+    if not commit:
+        parser.error(f"{args.official} has no git metadata: pass --commit")
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(args.official.resolve()))
+    with tempfile.TemporaryDirectory() as work:
+        golden = fn(args.official.resolve(), args.seed, Path(work))
+    golden = {"detector": args.detector, "official": {"repo": f"github.com/{repo}", "commit": commit},
+              "torch": torch.__version__, **golden}
+    print(write_golden(golden.pop("golden_name", args.detector), golden))
+    for name, out in golden["outputs"].items():
+        print(f"  {name}: official {out['official_output']} -> p_fake {out['p_fake']:.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

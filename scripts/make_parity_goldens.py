@@ -143,6 +143,125 @@ def univfd(official: Path, seed: int, work: Path) -> dict:
     }
 
 
+# -- NPR ----------------------------------------------------------------------------------------
+@generator("npr", "chuangchuangtan/NPR-DeepfakeDetection")
+def npr(official: Path, seed: int, work: Path) -> dict:
+    stub_module("cv2")  # training-time JPEG only
+    from networks.resnet import resnet50  # official
+    from data.datasets import binary_dataset  # official
+
+    model = resnet50(num_classes=1)
+    weights = {"seed": seed, "layout": layout_of(model.state_dict()), "files": [{"name": "NPR.pth"}]}
+    paths = write_official_files(weights, seeded_state(weights), work)
+    model.load_state_dict(torch.load(paths["NPR.pth"], map_location="cpu"), strict=True)  # as test.py
+    model.eval()
+
+    images = image_set()
+    save_pngs(images, work / "data" / "0_real")
+    # test.py for ForenSynths: no_resize False, no_crop True (Resize((256, 256)) on the PIL image).
+    opt = types.SimpleNamespace(isTrain=False, no_crop=True, no_flip=True, no_resize=False, loadSize=256,
+                                cropSize=224)
+    dataset = binary_dataset(opt, str(work / "data"))
+    outputs = {}
+    with torch.no_grad():
+        for i, (path, _) in enumerate(dataset.samples):
+            logit = model(dataset[i][0][None]).flatten()
+            outputs[Path(path).stem] = {"official_output": logit.tolist(), "p_fake": float(logit.sigmoid()),
+                                        "logit": float(logit)}
+    return {
+        "weights": weights,
+        "images": images_section(images),
+        "outputs": outputs,
+        "harness": {"config": {}, "load": "NPR.pth"},
+        "official_path": "networks.resnet.resnet50(num_classes=1), load_state_dict strict as test.py; "
+                         "data.datasets.binary_dataset with test.py's ForenSynths options (Resize((256, 256)), "
+                         "no crop, ImageNet Normalize); sigmoid",
+        "notes": ["cv2 stubbed where missing (training-time JPEG only)"],
+    }
+
+
+# -- SSP ----------------------------------------------------------------------------------------
+def replay_harness_draws(official_random_crop, images, seed: int, candidates: int, small_resize: int,
+                         size: int = 32):
+    """Make the official RandomCrop draw the crop corners the harness draws for each image.
+
+    Both sides draw uniform random corners; which ones is a matter of the random stream (the
+    official code uses the global torch RNG, the harness a generator seeded by the image), so
+    parity of the selection and everything after it needs the same candidates. The corners
+    come from the harness's own draw (patchops.random_origins after content_generator); the
+    official code then ranks, picks and crops them itself. Returns a function that arms the
+    replay for one image.
+    """
+    from PIL import Image
+
+    from harness.plugins.detectors.patchops import content_generator, random_origins, to_uint8_tensor
+
+    queue = []
+
+    def get_params(img, output_size):
+        return queue.pop(0)
+
+    official_random_crop.get_params = staticmethod(get_params)
+
+    def arm(image):
+        generator = content_generator(to_uint8_tensor(image), seed)
+        w, h = image.size
+        if min(w, h) < size:
+            w = h = small_resize
+        tops, lefts = random_origins(h, w, size, candidates, generator)
+        queue[:] = [(int(t), int(l), size, size) for t, l in zip(tops, lefts)]
+        return queue
+
+    return arm
+
+
+SSP_SIZES = {"chelsea": (40, 24)}  # a side below 32: the official resize-to-256 branch
+
+
+@generator("ssp", "bcmi/SSP-AI-Generated-Image-Detection")
+def ssp(official: Path, seed: int, work: Path) -> dict:
+    stub_module("cv2")  # training-time JPEG only
+    import networks.ssp as ssp_module  # official
+    from networks.resnet import resnet50  # official
+    from torchvision import transforms
+    from utils import tdataloader  # official: processing()
+
+    ssp_module.resnet50 = lambda pretrained=True: resnet50(pretrained=False)  # no ImageNet download
+    model = ssp_module.ssp()
+    fixed = {"srm.kernel": model.state_dict()["srm.kernel"].tolist()}
+    weights = {"seed": seed, "layout": layout_of(model.state_dict()), "fixed": fixed, "files": [{"name": "ssp.pth"}]}
+    paths = write_official_files(weights, seeded_state(weights), work)
+    model.load_state_dict(torch.load(paths["ssp.pth"], map_location="cpu"))  # as test.py
+    model.eval()
+
+    images = image_set(sizes=SSP_SIZES)
+    arm = replay_harness_draws(transforms.RandomCrop, {n: im for n, (_, _, im) in images.items()}, seed=0,
+                               candidates=64, small_resize=256)
+    # test-time options (options.py defaults): isPatch True, patch_size 32, trainsize 256, aug off.
+    opt = types.SimpleNamespace(aug=False, isPatch=True, patch_size=32, trainsize=256)
+    outputs = {}
+    with torch.no_grad():
+        for name, (_, _, img) in images.items():
+            queue = arm(img)
+            x = tdataloader.processing(img, opt)
+            assert not queue, "the official code drew another number of crops than the harness"
+            z = model(x[None]).flatten()
+            # Labels are inverted (nature = 1): sigmoid(z) = P(real).
+            outputs[name] = {"official_output": z.tolist(), "p_fake": float(1 - z.sigmoid()), "logit": float(-z)}
+    return {
+        "weights": weights,
+        "images": images_section(images),
+        "outputs": outputs,
+        "harness": {"config": {"seed": 0}, "load": "ssp.pth"},
+        "official_path": "networks.ssp.ssp() loaded as test.py; utils.tdataloader.processing with isPatch "
+                         "(utils.patch.patch_img: 64 RandomCrop(32), min complexity), ToTensor, ImageNet Normalize; "
+                         "P(fake) = 1 - sigmoid (nature = 1)",
+        "notes": ["the ImageNet download of resnet50(pretrained=True) skipped (all weights are replaced)",
+                  "RandomCrop.get_params replays the harness's candidate corners (same random law, other stream)",
+                  "cv2 stubbed where missing (training-time JPEG only)"],
+    }
+
+
 # -- main ---------------------------------------------------------------------------------------
 def git_commit(path: Path) -> str | None:
     try:

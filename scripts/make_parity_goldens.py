@@ -33,9 +33,10 @@ from golden.parity import IMAGES, image_digest, layout_of, make_image, seeded_st
 GENERATORS = {}
 
 
-def generator(name, repo):
+def generator(name, repo, detector=None):
+    """Register the generator of golden ``name`` for the harness detector ``detector`` (default: name)."""
     def wrap(fn):
-        GENERATORS[name] = (fn, repo)
+        GENERATORS[name] = (fn, repo, detector or name)
         return fn
     return wrap
 
@@ -262,6 +263,109 @@ def ssp(official: Path, seed: int, work: Path) -> dict:
     }
 
 
+# -- DRCT ---------------------------------------------------------------------------------------
+# Official test: get_models(..., embedding_size=1024) (network.models.ContrastiveModels) loaded
+# strict, data.dataset.read_image (cv2 BGR -> RGB), data.transform.create_val_transforms(224,
+# is_crop=True) (albumentations PadIfNeeded 0 + CenterCrop + Normalize), P(fake) = 1 - softmax[:, 0].
+# Needs albumentations (1.3.0 as pinned) and OpenCV importable, e.g. pip install --target DIR.
+DRCT_OPEN_CLIP = {**UNIVFD_OPEN_CLIP}  # the reduced OpenAI-layout CLIP ViT of the UnivFD golden
+
+
+def _drct_common(images, model, work):
+    from data.dataset import read_image  # official
+    from data.transform import create_val_transforms  # official
+
+    transform = create_val_transforms(size=224, is_crop=True)
+    pngs = save_pngs(images, work / "images")
+    outputs = {}
+    with torch.no_grad():
+        for name, path in pngs.items():
+            image, ok = read_image(str(path))
+            assert ok
+            z = model(transform(image=image)["image"][None])
+            p_fake = 1 - torch.softmax(z, dim=1)[:, 0]
+            outputs[name] = {"official_output": z.flatten().tolist(), "p_fake": float(p_fake),
+                             "logit": float(z[0, 1] - z[0, 0])}
+    return outputs
+
+
+def _drct_imports():
+    importlib.import_module("packaging.version")
+    stub_module("pkg_resources", packaging=importlib.import_module("packaging"))
+    stub_module("transformers", CLIPModel=None)  # only the HF-CLIP variant uses it
+    from network import models  # official
+
+    return models
+
+
+@generator("drct-convnext", "beibuwandeluori/DRCT", "drct")
+def drct_convnext(official: Path, seed: int, work: Path) -> dict:
+    models = _drct_imports()
+    model = models.get_models(model_name="convnext_base_in22k", num_classes=2, pretrained=False,
+                              embedding_size=1024)
+    weights = {"seed": seed, "layout": layout_of(model.state_dict()), "files": [{"name": "drct_convnext.pth"}]}
+    paths = write_official_files(weights, seeded_state(weights), work)
+    model.load_state_dict(torch.load(paths["drct_convnext.pth"], map_location="cpu"), strict=True)  # as train.py
+    model.eval()
+    images = image_set()
+    return {
+        "weights": weights,
+        "images": images_section(images),
+        "outputs": _drct_common(images, model, work),
+        "harness": {"config": {"variant": "convnext", "convnext": "convnext_base", "pretrained": "none"},
+                    "load": "drct_convnext.pth"},
+        "official_path": "network.models.get_models('convnext_base_in22k', num_classes=2, pretrained=False, "
+                         "embedding_size=1024), load_state_dict strict; read_image + create_val_transforms(224, "
+                         "is_crop=True); P(fake) = 1 - softmax[:, 0]",
+        "notes": ["built with the installed timm (the official pin is timm 0.6.12)",
+                  "transformers stubbed where missing (HF-CLIP variant only)"],
+    }
+
+
+@generator("drct-clip", "beibuwandeluori/DRCT", "drct")
+def drct_clip(official: Path, seed: int, work: Path) -> dict:
+    models = _drct_imports()
+    v, t = DRCT_OPEN_CLIP["vision_cfg"], DRCT_OPEN_CLIP["text_cfg"]
+    clip = models.clip.model.CLIP(DRCT_OPEN_CLIP["embed_dim"], v["image_size"], v["layers"], v["width"],
+                                  v["patch_size"], t["context_length"], t["vocab_size"], t["width"], t["heads"],
+                                  t["layers"])
+    layout = [[f"model.model.{k}", s, d] for k, s, d in layout_of(clip.state_dict())]
+    layout += [["model.fc.weight", [1024, 768], "torch.float32"], ["model.fc.bias", [1024], "torch.float32"],
+               ["fc.weight", [2, 1024], "torch.float32"], ["fc.bias", [2], "torch.float32"]]
+    weights = {"seed": seed, "layout": layout, "fp16": True,
+               "files": [{"name": "drct_clip.pth"}, {"name": "clip.pt", "prefix": "model.model."}]}
+    paths = write_official_files(weights, seeded_state(weights), work)
+
+    official_load = models.clip.load
+
+    def not_a_jit_archive(*args, **kwargs):  # clip.load's own fallback, without consuming the file first
+        raise RuntimeError("not a TorchScript archive")
+
+    torch.jit.load = not_a_jit_archive
+    models.clip.load = lambda name, device="cpu": official_load(str(paths["clip.pt"]), device=device)
+    model = models.get_models(model_name="clip-ViT-L-14", num_classes=2, pretrained=False, embedding_size=1024,
+                              freeze_extractor=True)
+    model.load_state_dict(torch.load(paths["drct_clip.pth"], map_location="cpu"), strict=True)  # as train.py
+    model.eval()
+    images = image_set()
+    return {
+        "weights": weights,
+        "images": images_section(images),
+        "outputs": _drct_common(images, model, work),
+        "harness": {"config": {"variant": "clip", "clip_model": "parity-drct-clip", "pretrained": "none",
+                               "quick_gelu": True},
+                    "open_clip_config": {"name": "parity-drct-clip", "config": DRCT_OPEN_CLIP},
+                    "load": "drct_clip.pth"},
+        "official_path": "network.models.get_models('clip-ViT-L-14', num_classes=2, embedding_size=1024) "
+                         "(CLIPModelV2: openai-clip clip.load given the reduced-CLIP file), load_state_dict strict; "
+                         "read_image + create_val_transforms(224, is_crop=True); P(fake) = 1 - softmax[:, 0]",
+        "notes": ["reduced CLIP ViT (width 128, 2 layers, patch 14, 224 px, 768-d projection) instead of ViT-L/14",
+                  "openai-clip 1.0.1 from PyPI (the official requirement 'openai-clip')",
+                  "torch.jit.load made to fail at once (see the UnivFD golden)",
+                  "pkg_resources/transformers stubbed where missing"],
+    }
+
+
 # -- main ---------------------------------------------------------------------------------------
 def git_commit(path: Path) -> str | None:
     try:
@@ -278,7 +382,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--commit", help="the official commit, when the checkout has no git metadata")
     args = parser.parse_args(argv)
-    fn, repo = GENERATORS[args.detector]
+    fn, repo, detector = GENERATORS[args.detector]
     commit = git_commit(args.official) or args.commit
     if not commit:
         parser.error(f"{args.official} has no git metadata: pass --commit")
@@ -286,9 +390,9 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(args.official.resolve()))
     with tempfile.TemporaryDirectory() as work:
         golden = fn(args.official.resolve(), args.seed, Path(work))
-    golden = {"detector": args.detector, "official": {"repo": f"github.com/{repo}", "commit": commit},
+    golden = {"detector": detector, "official": {"repo": f"github.com/{repo}", "commit": commit},
               "torch": torch.__version__, **golden}
-    print(write_golden(golden.pop("golden_name", args.detector), golden))
+    print(write_golden(args.detector, golden))
     for name, out in golden["outputs"].items():
         print(f"  {name}: official {out['official_output']} -> p_fake {out['p_fake']:.6f}")
     return 0

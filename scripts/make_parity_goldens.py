@@ -49,6 +49,13 @@ def stub_module(name: str, **attrs) -> None:
         sys.modules[name] = types.SimpleNamespace(**attrs)
 
 
+def stub_pkg_resources() -> None:
+    """pkg_resources (gone from current setuptools): OpenAI CLIP reads its ``packaging``;
+    pytorch_wavelets' dual-tree part (unused) its ``resource_stream`` at import."""
+    importlib.import_module("packaging.version")
+    stub_module("pkg_resources", packaging=importlib.import_module("packaging"), resource_stream=None)
+
+
 def image_set(names=None, sizes=None):
     out = {}
     for name, (source, size) in IMAGES.items():
@@ -88,8 +95,7 @@ UNIVFD_OPEN_CLIP = {
 
 @generator("univfd", "Yuheng-Li/UniversalFakeDetect")
 def univfd(official: Path, seed: int, work: Path) -> dict:
-    importlib.import_module("packaging.version")
-    stub_module("pkg_resources", packaging=importlib.import_module("packaging"))
+    stub_pkg_resources()
     stub_module("ftfy")
     stub_module("regex")
     from models.clip import model as clip_model  # official
@@ -290,8 +296,7 @@ def _drct_common(images, model, work):
 
 
 def _drct_imports():
-    importlib.import_module("packaging.version")
-    stub_module("pkg_resources", packaging=importlib.import_module("packaging"))
+    stub_pkg_resources()
     stub_module("transformers", CLIPModel=None)  # only the HF-CLIP variant uses it
     from network import models  # official
 
@@ -363,6 +368,55 @@ def drct_clip(official: Path, seed: int, work: Path) -> dict:
                   "openai-clip 1.0.1 from PyPI (the official requirement 'openai-clip')",
                   "torch.jit.load made to fail at once (see the UnivFD golden)",
                   "pkg_resources/transformers stubbed where missing"],
+    }
+
+
+# -- SEP ----------------------------------------------------------------------------------------
+# The frequency view is CenterCrop 256: one image larger than 256 with an odd margin.
+SEP_SIZES = {"astronaut": (300, 271), "chelsea": (40, 24)}
+
+
+@generator("sep", "1112348/SEP-for-AIGCDetection")
+def sep(official: Path, seed: int, work: Path) -> dict:
+    stub_pkg_resources()
+    import models.model as sep_model  # official (needs pytorch_wavelets)
+    from data.dataset import MyValDataSet  # official: select_patch_val, trans_patch, CenterCrop 256
+    from torchvision import transforms
+
+    official_resnet = sep_model.My_resnet50
+    sep_model.My_resnet50 = lambda pretrained=True: official_resnet(pretrained=False)  # no ImageNet download
+    model = sep_model.SEP()
+    fixed = {"srm.kernel": model.state_dict()["srm.kernel"].tolist()}
+    weights = {"seed": seed, "layout": layout_of(model.state_dict()), "fixed": fixed, "files": [{"name": "sep.pth"}]}
+    paths = write_official_files(weights, seeded_state(weights), work)
+    model.load_state_dict(torch.load(paths["sep.pth"], map_location="cpu"))  # as inference.py
+    model.eval()
+
+    images = image_set(sizes=SEP_SIZES)
+    pngs = save_pngs(images, work / "images")
+    arm = replay_harness_draws(transforms.RandomCrop, None, seed=0, candidates=256, small_resize=256)
+    dataset = MyValDataSet([str(p) for p in pngs.values()], [0] * len(pngs))
+    outputs = {}
+    with torch.no_grad():
+        for i, (name, (_, _, img)) in enumerate(images.items()):
+            queue = arm(img)
+            patch, dwt_img, _ = dataset[i]
+            assert not queue, "the official code drew another number of crops than the harness"
+            z = model(patch[None], dwt_img[None])
+            # Class folders sorted: ai = 0, nature = 1.
+            outputs[name] = {"official_output": z.flatten().tolist(), "p_fake": float(torch.softmax(z, 1)[0, 0]),
+                             "logit": float(z[0, 0] - z[0, 1])}
+    return {
+        "weights": weights,
+        "images": images_section(images),
+        "outputs": outputs,
+        "harness": {"config": {"seed": 0}, "load": "sep.pth"},
+        "official_path": "models.model.SEP() loaded as inference.py; data.dataset.MyValDataSet (select_patch_val: "
+                         "256 RandomCrop(32), min complexity, ImageNet Normalize; CenterCrop 256 + ToTensor); "
+                         "P(fake) = softmax[:, 0] (class folders sorted: ai = 0, nature = 1)",
+        "notes": ["the ImageNet download of My_resnet50(pretrained=True) skipped (all weights are replaced)",
+                  "RandomCrop.get_params replays the harness's candidate corners (same random law, other stream)",
+                  "pkg_resources stubbed where missing (pytorch_wavelets' unused dual-tree transform)"],
     }
 
 

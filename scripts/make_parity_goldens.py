@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from golden.parity import IMAGES, image_digest, layout_of, make_image, seeded_state, write_golden, write_official_files  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.golden.parity import IMAGES, image_digest, layout_of, make_image, seeded_state, write_golden, write_official_files  # noqa: E402
 
 GENERATORS = {}
 
@@ -106,7 +106,7 @@ def univfd(official: Path, seed: int, work: Path) -> dict:
     clip = clip_model.CLIP(UNIVFD_OPEN_CLIP["embed_dim"], v["image_size"], v["layers"], v["width"], v["patch_size"],
                            t["context_length"], t["vocab_size"], t["width"], t["heads"], t["layers"])
     layout = [[f"model.{k}", s, d] for k, s, d in layout_of(clip.state_dict())]
-    layout += [["fc.weight", [1, 768], "torch.float32"], ["fc.bias", [1], "torch.float32"]]
+    layout += [["fc.weight", [1, 768]], ["fc.bias", [1]]]
     weights = {"seed": seed, "layout": layout, "fp16": True,
                "files": [{"name": "clip.pt", "prefix": "model."}, {"name": "fc_weights.pth", "prefix": "fc."}]}
     paths = write_official_files(weights, seeded_state(weights), work)
@@ -140,6 +140,14 @@ def univfd(official: Path, seed: int, work: Path) -> dict:
                                "backbone_weights": "{clip.pt}", "crop_size": 224, "quick_gelu": True},
                     "open_clip_config": {"name": "parity-univfd-clip", "config": UNIVFD_OPEN_CLIP},
                     "load": "fc_weights.pth"},
+        # The same weights as train.py saves them: {'model': CLIPModel.state_dict(), ...}.
+        "harness_alternatives": [
+            {"what": "official training checkpoint {'model': model.* + fc.*}",
+             "files": [{"name": "model_epoch_best.pth", "wrap": "model"}],
+             "config": {"backbone": "open_clip:parity-univfd-clip", "pretrained": "none", "crop_size": 224,
+                        "quick_gelu": True},
+             "load": "model_epoch_best.pth"},
+        ],
         "official_path": "models.CLIPModel('ViT-L/14') with clip.load given the reduced-CLIP file "
                          "(official build_model, fp16 convert, .float() on CPU); fc loaded as validate.py; "
                          "validate.RealFakeDataset transform (CenterCrop 224, ToTensor, CLIP Normalize); sigmoid",
@@ -158,7 +166,7 @@ def npr(official: Path, seed: int, work: Path) -> dict:
     from data.datasets import binary_dataset  # official
 
     model = resnet50(num_classes=1)
-    weights = {"seed": seed, "layout": layout_of(model.state_dict()), "files": [{"name": "NPR.pth"}]}
+    weights = {"seed": seed, "conv_gain": 2.0, "layout": layout_of(model.state_dict()), "files": [{"name": "NPR.pth"}]}
     paths = write_official_files(weights, seeded_state(weights), work)
     model.load_state_dict(torch.load(paths["NPR.pth"], map_location="cpu"), strict=True)  # as test.py
     model.eval()
@@ -335,8 +343,8 @@ def drct_clip(official: Path, seed: int, work: Path) -> dict:
                                   v["patch_size"], t["context_length"], t["vocab_size"], t["width"], t["heads"],
                                   t["layers"])
     layout = [[f"model.model.{k}", s, d] for k, s, d in layout_of(clip.state_dict())]
-    layout += [["model.fc.weight", [1024, 768], "torch.float32"], ["model.fc.bias", [1024], "torch.float32"],
-               ["fc.weight", [2, 1024], "torch.float32"], ["fc.bias", [2], "torch.float32"]]
+    layout += [["model.fc.weight", [1024, 768]], ["model.fc.bias", [1024]],
+               ["fc.weight", [2, 1024]], ["fc.bias", [2]]]
     weights = {"seed": seed, "layout": layout, "fp16": True,
                "files": [{"name": "drct_clip.pth"}, {"name": "clip.pt", "prefix": "model.model."}]}
     paths = write_official_files(weights, seeded_state(weights), work)
@@ -374,6 +382,13 @@ def drct_clip(official: Path, seed: int, work: Path) -> dict:
 # -- SEP ----------------------------------------------------------------------------------------
 # The frequency view is CenterCrop 256: one image larger than 256 with an odd margin.
 SEP_SIZES = {"astronaut": (300, 271), "chelsea": (40, 24)}
+# Channel, rows, columns of the frequency image recorded: across the LL | LH seam of the tiling.
+SEP_PROBE_REGION = [0, [124, 132], [124, 132]]
+
+
+def _region(region):
+    channel, (r0, r1), (c0, c1) = region
+    return (channel, slice(r0, r1), slice(c0, c1))
 
 
 @generator("sep", "1112348/SEP-for-AIGCDetection")
@@ -396,7 +411,7 @@ def sep(official: Path, seed: int, work: Path) -> dict:
     pngs = save_pngs(images, work / "images")
     arm = replay_harness_draws(transforms.RandomCrop, None, seed=0, candidates=256, small_resize=256)
     dataset = MyValDataSet([str(p) for p in pngs.values()], [0] * len(pngs))
-    outputs = {}
+    outputs, probes = {}, {}
     with torch.no_grad():
         for i, (name, (_, _, img)) in enumerate(images.items()):
             queue = arm(img)
@@ -406,10 +421,17 @@ def sep(official: Path, seed: int, work: Path) -> dict:
             # Class folders sorted: ai = 0, nature = 1.
             outputs[name] = {"official_output": z.flatten().tolist(), "p_fake": float(torch.softmax(z, 1)[0, 0]),
                              "logit": float(z[0, 0] - z[0, 1])}
+            # With random weights the frequency branch moves the logit little (att * (1 + 0.2 w)):
+            # its input, the tiled and resized DWT, is compared on its own.
+            freq = model._preprocess_dwt(dwt_img[None])[0]
+            probes[name] = {"frequency_image": {"input_view": 1, "abs_mean": float(freq.abs().mean()),
+                                                "region": SEP_PROBE_REGION,
+                                                "values": freq[_region(SEP_PROBE_REGION)].tolist()}}
     return {
         "weights": weights,
         "images": images_section(images),
         "outputs": outputs,
+        "probes": probes,
         "harness": {"config": {"seed": 0}, "load": "sep.pth"},
         "official_path": "models.model.SEP() loaded as inference.py; data.dataset.MyValDataSet (select_patch_val: "
                          "256 RandomCrop(32), min complexity, ImageNet Normalize; CenterCrop 256 + ToTensor); "
@@ -417,6 +439,67 @@ def sep(official: Path, seed: int, work: Path) -> dict:
         "notes": ["the ImageNet download of My_resnet50(pretrained=True) skipped (all weights are replaced)",
                   "RandomCrop.get_params replays the harness's candidate corners (same random law, other stream)",
                   "pkg_resources stubbed where missing (pytorch_wavelets' unused dual-tree transform)"],
+    }
+
+
+# -- PatchCraft / RPTC --------------------------------------------------------------------------
+# No code from the PatchCraft authors; the public port used is sidbench's RPTC (models/RPTC.py,
+# dataset/process.py rptc_processing), the same network and {'netC': ...} checkpoint as
+# AIGCDetectBenchmark's. sidbench's default cropSize is 224 (28-px patches); the harness default
+# and AIGCDetectBenchmark use 256 (32-px patches): --cropSize 256 here.
+PATCHCRAFT_SIZES = {"chelsea": (40, 24)}  # a side below the patch size: the official resize branch
+
+
+def _package_without_init(name: str, folder: Path, **attrs) -> None:
+    """Import submodules of ``folder`` as ``name.*`` without running its ``__init__`` (which
+    imports every other detector of the benchmark and their weights)."""
+    module = types.ModuleType(name)
+    module.__path__ = [str(folder)]
+    module.__dict__.update(attrs)
+    sys.modules[name] = module
+
+
+@generator("patchcraft", "mever-team/sidbench")
+def patchcraft(official: Path, seed: int, work: Path) -> dict:
+    stub_module("cv2")  # JPEG / resize augmentations only
+    _package_without_init("models", official / "models", VALID_MODELS=["RPTC"])
+    from models.RPTC import Net  # official
+    from torchvision import transforms
+
+    _package_without_init("dataset", official / "dataset")
+    from dataset.process import rptc_processing  # official
+
+    model = Net()
+    fixed = {"group1.hpf.weight": model.state_dict()["group1.hpf.weight"].tolist()}
+    weights = {"seed": seed, "conv_gain": 2.0, "layout": layout_of(model.state_dict()), "fixed": fixed,
+               "files": [{"name": "RPTC.pth", "wrap": "netC"}]}
+    paths = write_official_files(weights, seeded_state(weights), work)
+    model.load_weights(str(paths["RPTC.pth"]))  # official: {'netC': ...} strict
+    model.eval()
+
+    images = image_set(sizes=PATCHCRAFT_SIZES)
+    arm = replay_harness_draws(transforms.RandomCrop, None, seed=0, candidates=192, small_resize=32, size=32)
+    opt = types.SimpleNamespace(patchNum=3, cropSize=256)
+    outputs = {}
+    with torch.no_grad():
+        for name, (_, _, img) in images.items():
+            queue = arm(img)
+            x = rptc_processing(img, opt)
+            assert not queue, "the official code drew another number of crops than the harness"
+            z = model(x[None]).flatten()
+            outputs[name] = {"official_output": z.tolist(), "p_fake": float(z.sigmoid()), "logit": float(z)}
+    return {
+        "weights": weights,
+        "images": images_section(images),
+        "outputs": outputs,
+        "harness": {"config": {"seed": 0}, "load": "RPTC.pth"},
+        "official_path": "sidbench models.RPTC.Net().load_weights ({'netC'} strict); dataset.process.rptc_processing "
+                         "(patchNum 3, cropSize 256: 192 RandomCrop(32) ranked by ED, 64 poorest / richest tiled); "
+                         "sigmoid (Net.predict)",
+        "notes": ["port, not the authors' code (none is public); cropSize 256 instead of sidbench's default 224",
+                  "models/ and dataset/ imported without their __init__ (which loads every other detector)",
+                  "RandomCrop.get_params replays the harness's candidate corners (same random law, other stream)",
+                  "cv2 stubbed where missing (augmentations only)"],
     }
 
 

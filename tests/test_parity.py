@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from golden.parity import GOLDEN_DIR, image_digest, load_golden, make_image, seeded_state, write_official_files
+from tests.golden.parity import GOLDEN_DIR, image_digest, load_golden, make_image, seeded_state, write_official_files
 from harness.registry import get_detector
 
 GOLDENS = sorted(p.stem for p in GOLDEN_DIR.glob("*.json"))
@@ -31,11 +31,15 @@ def _fill_paths(value, paths):
     return value
 
 
-def build_harness_detector(golden: dict, folder, weights: dict | None = None):
-    """The harness detector loaded from the official-layout file(s) of ``golden``."""
+def build_harness_detector(golden: dict, folder, weights: dict | None = None, alternative: int | None = None):
+    """The harness detector loaded from the official-layout file(s) of ``golden`` (or of one of
+    its ``harness_alternatives``: the same weights in another official file format)."""
     weights = weights or golden["weights"]
-    paths = write_official_files(weights, seeded_state(weights), folder)
     harness = golden["harness"]
+    if alternative is not None:
+        harness = {**harness, **golden["harness_alternatives"][alternative]}
+        weights = {**weights, "files": harness["files"]}
+    paths = write_official_files(weights, seeded_state(weights), folder)
     if "open_clip_config" in harness:
         import open_clip
 
@@ -64,16 +68,39 @@ def harness_logits(det, images) -> dict[str, float]:
         return {name: float(det(torch.stack(det.preprocess([img])))[0]) for name, img in images.items()}
 
 
-@pytest.mark.parametrize("name", GOLDENS)
-def test_harness_matches_the_official_code(name, tmp_path):
+CASES = [(name, None) for name in GOLDENS] + [
+    (name, i) for name in GOLDENS for i in range(len(load_golden(name).get("harness_alternatives", [])))]
+
+
+@pytest.mark.parametrize(("name", "alternative"), CASES,
+                         ids=[name if alt is None else f"{name}-alt{alt}" for name, alt in CASES])
+def test_harness_matches_the_official_code(name, alternative, tmp_path):
     torch.manual_seed(0)
     golden = load_golden(name)
-    det = build_harness_detector(golden, tmp_path)
+    det = build_harness_detector(golden, tmp_path, alternative=alternative)
     got = harness_logits(det, golden_images(golden))
     for image, out in golden["outputs"].items():
         assert abs(got[image] - out["logit"]) <= TOLERANCE, (name, image, got[image], out["logit"])
         p_fake = 1.0 / (1.0 + math.exp(-got[image]))
         assert abs(p_fake - out["p_fake"]) <= TOLERANCE, (name, image, p_fake, out["p_fake"])
+
+
+PROBES = [(name, image) for name in GOLDENS for image in load_golden(name).get("probes", {})]
+
+
+@pytest.mark.parametrize(("name", "image"), PROBES, ids=[f"{n}-{i}" for n, i in PROBES])
+def test_intermediate_views_match_the_official_code(name, image, tmp_path):
+    """Intermediate results the final logit is not sensitive enough to (with random weights)."""
+    golden = load_golden(name)
+    det = build_harness_detector(golden, tmp_path)
+    img = golden_images(golden)[image]
+    x = torch.stack(det.preprocess([img]))
+    for method, probe in golden["probes"][image].items():
+        with torch.no_grad():
+            got = getattr(det, method)(x[:, probe["input_view"]])[0]
+        channel, (r0, r1), (c0, c1) = probe["region"]
+        assert torch.allclose(got[channel, r0:r1, c0:c1], torch.tensor(probe["values"]), atol=TOLERANCE), method
+        assert abs(float(got.abs().mean()) - probe["abs_mean"]) <= TOLERANCE, method
 
 
 def test_goldens_tell_weights_apart(tmp_path):

@@ -45,12 +45,14 @@ def _key_seed(seed: int, key: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(key.encode())) % (1 << 62)
 
 
-def seeded_tensor(key: str, shape: list[int], dtype: str, seed: int) -> torch.Tensor:
+def seeded_tensor(key: str, shape: list[int], dtype: str, seed: int, conv_gain: float = 1.0) -> torch.Tensor:
     """One tensor of an official state dict, drawn from ``seed`` and its key only.
 
     Scales keep a deep network's activations of order one, so that the outputs are neither
-    saturated nor zero and a 1e-5 agreement means something: weights N(0, 1/fan_in), norm
-    scales 1 + N(0, 0.1^2), biases and embeddings N(0, 0.1^2), BN running variances U(0.5, 1.5).
+    saturated nor constant and a 1e-5 agreement means something: convolutions
+    N(0, conv_gain/fan_in) (2 = He for plain ReLU stacks such as NPR's and RPTC's; 1 for
+    ResNet-50s, whose residual sums grow), other matrices N(0, 1/fan_in), norm scales
+    1 + N(0, 0.1^2), biases and embeddings N(0, 0.1^2), BN running variances U(0.5, 1.5).
     """
     if not dtype.startswith("torch.float"):
         return torch.zeros(shape, dtype=getattr(torch, dtype.removeprefix("torch.")))
@@ -65,25 +67,28 @@ def seeded_tensor(key: str, shape: list[int], dtype: str, seed: int) -> torch.Te
     elif len(shape) <= 1:
         t = 0.1 * torch.randn(shape, generator=g)
     else:
-        t = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+        gain = conv_gain if len(shape) == 4 else 1.0
+        t = torch.randn(shape, generator=g) * math.sqrt(gain / math.prod(shape[1:]))
     return t
 
 
 def seeded_state(weights: dict) -> dict[str, torch.Tensor]:
     """The official-layout state dict a golden's ``weights`` section describes.
 
-    ``weights``: ``seed``, ``layout`` ([key, shape, dtype] in the official order), ``fixed``
+    ``weights``: ``seed``, ``conv_gain`` (default 1), ``layout`` ([key, shape(, dtype if not
+    float32)] in the official order), ``fixed``
     (key -> nested list: tensors the official model fixes, e.g. SRM filters, kept at their
     official values) and ``fp16`` (round every float to half precision, as OpenAI CLIP's
     loader stores its weights).
     """
     fixed = weights.get("fixed", {})
     state = {}
-    for key, shape, dtype in weights["layout"]:
+    for key, shape, *dtype in weights["layout"]:
+        dtype = dtype[0] if dtype else "torch.float32"
         if key in fixed:
             t = torch.tensor(fixed[key], dtype=torch.float32).reshape(shape)
         else:
-            t = seeded_tensor(key, shape, dtype, weights["seed"])
+            t = seeded_tensor(key, shape, dtype, weights["seed"], float(weights.get("conv_gain", 1.0)))
         if weights.get("fp16") and t.is_floating_point():
             t = t.half().float()
         state[key] = t
@@ -91,7 +96,8 @@ def seeded_state(weights: dict) -> dict[str, torch.Tensor]:
 
 
 def layout_of(state: dict[str, torch.Tensor]) -> list:
-    return [[k, list(v.shape), str(v.dtype)] for k, v in state.items()]
+    """[key, shape] per tensor, in order, with the dtype appended where it is not float32."""
+    return [[k, list(v.shape)] + ([] if v.dtype == torch.float32 else [str(v.dtype)]) for k, v in state.items()]
 
 
 def write_official_files(weights: dict, state: dict[str, torch.Tensor], folder: Path) -> dict[str, Path]:
@@ -114,9 +120,20 @@ def load_golden(name: str) -> dict:
     return json.loads((GOLDEN_DIR / f"{name}.json").read_text())
 
 
+def _dump(value, depth: int = 0) -> str:
+    """JSON with the outer dicts and the layout one item a line, numbers packed: small diffs."""
+    pad = " " * (depth + 1)
+    if isinstance(value, dict) and depth <= 1 and value:
+        items = [f"{pad}{json.dumps(k)}: {_dump(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * depth + "}"
+    if isinstance(value, list) and value and isinstance(value[0], list) and depth <= 2:
+        return "[\n" + ",\n".join(pad + json.dumps(v, separators=(",", ":")) for v in value) + "\n" + " " * depth + "]"
+    return json.dumps(value, separators=(",", ":"))
+
+
 def write_golden(name: str, golden: dict) -> Path:
     path = GOLDEN_DIR / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(golden, indent=1) + "\n")
+    tmp.write_text(_dump(golden) + "\n")
     tmp.replace(path)
     return path

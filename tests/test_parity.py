@@ -78,29 +78,27 @@ def test_harness_matches_the_official_code(name, alternative, tmp_path):
     torch.manual_seed(0)
     golden = load_golden(name)
     det = build_harness_detector(golden, tmp_path, alternative=alternative)
-    got = harness_logits(det, golden_images(golden))
+    images = golden_images(golden)
+    got = harness_logits(det, images)
     for image, out in golden["outputs"].items():
         assert abs(got[image] - out["logit"]) <= TOLERANCE, (name, image, got[image], out["logit"])
         p_fake = 1.0 / (1.0 + math.exp(-got[image]))
         assert abs(p_fake - out["p_fake"]) <= TOLERANCE, (name, image, p_fake, out["p_fake"])
+    check_probes(golden, det, images)
 
 
-PROBES = [(name, image) for name in GOLDENS for image in load_golden(name).get("probes", {})]
-
-
-@pytest.mark.parametrize(("name", "image"), PROBES, ids=[f"{n}-{i}" for n, i in PROBES])
-def test_intermediate_views_match_the_official_code(name, image, tmp_path):
-    """Intermediate results the final logit is not sensitive enough to (with random weights)."""
-    golden = load_golden(name)
-    det = build_harness_detector(golden, tmp_path)
-    img = golden_images(golden)[image]
-    x = torch.stack(det.preprocess([img]))
-    for method, probe in golden["probes"][image].items():
-        with torch.no_grad():
-            got = getattr(det, method)(x[:, probe["input_view"]])[0]
-        channel, (r0, r1), (c0, c1) = probe["region"]
-        assert torch.allclose(got[channel, r0:r1, c0:c1], torch.tensor(probe["values"]), atol=TOLERANCE), method
-        assert abs(float(got.abs().mean()) - probe["abs_mean"]) <= TOLERANCE, method
+def check_probes(golden: dict, det, images) -> None:
+    """Intermediate results the logit is not sensitive enough to with random weights (SEP's
+    frequency view: its branch scales the features by 1 + 0.2 w)."""
+    for image, probes in golden.get("probes", {}).items():
+        x = torch.stack(det.preprocess([images[image]]))
+        for method, probe in probes.items():
+            with torch.no_grad():
+                got = getattr(det, method)(x[:, probe["input_view"]])[0]
+            channel, (r0, r1), (c0, c1) = probe["region"]
+            assert torch.allclose(got[channel, r0:r1, c0:c1], torch.tensor(probe["values"]), atol=TOLERANCE), \
+                (image, method, float((got[channel, r0:r1, c0:c1] - torch.tensor(probe["values"])).abs().max()))
+            assert abs(float(got.abs().mean()) - probe["abs_mean"]) <= TOLERANCE, (image, method)
 
 
 def test_goldens_tell_weights_apart(tmp_path):

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.golden.parity import IMAGES, image_digest, layout_of, make_image, seeded_state, write_golden, write_official_files  # noqa: E402
+from tests.golden.parity import EXTRA_IMAGES, IMAGES, image_digest, layout_of, make_image, seeded_state, write_golden, write_official_files  # noqa: E402
 
 GENERATORS = {}
 
@@ -56,10 +56,10 @@ def stub_pkg_resources() -> None:
     stub_module("pkg_resources", packaging=importlib.import_module("packaging"), resource_stream=None)
 
 
-def image_set(names=None, sizes=None):
+def image_set(names=None, sizes=None, extra=()):
     out = {}
-    for name, (source, size) in IMAGES.items():
-        if names and name not in names:
+    for name, (source, size) in {**IMAGES, **{k: EXTRA_IMAGES[k] for k in extra}}.items():
+        if names and name not in names and name not in extra:
             continue
         size = (sizes or {}).get(name, size)
         out[name] = (source, list(size), make_image(source, size))
@@ -249,7 +249,7 @@ def ssp(official: Path, seed: int, work: Path) -> dict:
     model.load_state_dict(torch.load(paths["ssp.pth"], map_location="cpu"))  # as test.py
     model.eval()
 
-    images = image_set(sizes=SSP_SIZES)
+    images = image_set(sizes=SSP_SIZES, extra=("flats",))
     arm = replay_harness_draws(transforms.RandomCrop, {n: im for n, (_, _, im) in images.items()}, seed=0,
                                candidates=64, small_resize=256)
     # test-time options (options.py defaults): isPatch True, patch_size 32, trainsize 256, aug off.
@@ -477,7 +477,7 @@ def patchcraft(official: Path, seed: int, work: Path) -> dict:
     model.load_weights(str(paths["RPTC.pth"]))  # official: {'netC': ...} strict
     model.eval()
 
-    images = image_set(sizes=PATCHCRAFT_SIZES)
+    images = image_set(sizes=PATCHCRAFT_SIZES, extra=("flats",))
     arm = replay_harness_draws(transforms.RandomCrop, None, seed=0, candidates=192, small_resize=32, size=32)
     opt = types.SimpleNamespace(patchNum=3, cropSize=256)
     outputs = {}

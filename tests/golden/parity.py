@@ -31,9 +31,21 @@ IMAGES = {
 }
 
 
+#: Images only some goldens use: ``flats`` has two flat areas of different colours above a photo,
+#: so that several candidate patches tie at complexity 0 with different content, and which one a
+#: patch selector keeps (SSP) or in which order it tiles them (PatchCraft) shows in the output.
+EXTRA_IMAGES = {"flats": ("flats", (96, 96))}
+
+
 def make_image(source: str, size: tuple[int, int]) -> Image.Image:
     from skimage import data
 
+    if source == "flats":
+        w, h = size
+        pixels = np.asarray(make_image("astronaut", (w, h))).copy()
+        pixels[: h // 2, : w // 2] = (200, 30, 30)
+        pixels[: h // 2, w // 2 :] = (30, 30, 200)
+        return Image.fromarray(pixels)
     return Image.fromarray(getattr(data, source)()).convert("RGB").resize(tuple(size), Image.BICUBIC)
 
 

@@ -49,7 +49,7 @@ def build_harness_detector(golden: dict, folder, weights: dict | None = None, al
         open_clip.add_model_config(path)
     det = get_detector(golden["detector"])(_fill_paths(harness.get("config", {}), paths))
     det.load_weights(paths[harness["load"]])
-    return det.eval()
+    return det.place("cpu").eval()  # as scoring places it (NHWC convolutions where the detector asks)
 
 
 def golden_images(golden: dict):

@@ -105,7 +105,7 @@ def univfd(official: Path, seed: int, work: Path) -> dict:
     v, t = UNIVFD_OPEN_CLIP["vision_cfg"], UNIVFD_OPEN_CLIP["text_cfg"]
     clip = clip_model.CLIP(UNIVFD_OPEN_CLIP["embed_dim"], v["image_size"], v["layers"], v["width"], v["patch_size"],
                            t["context_length"], t["vocab_size"], t["width"], t["heads"], t["layers"])
-    layout = [[f"model.{k}", s, d] for k, s, d in layout_of(clip.state_dict())]
+    layout = [[f"model.{k}", *rest] for k, *rest in layout_of(clip.state_dict())]
     layout += [["fc.weight", [1, 768]], ["fc.bias", [1]]]
     weights = {"seed": seed, "layout": layout, "fp16": True,
                "files": [{"name": "clip.pt", "prefix": "model."}, {"name": "fc_weights.pth", "prefix": "fc."}]}
@@ -196,8 +196,7 @@ def npr(official: Path, seed: int, work: Path) -> dict:
 
 
 # -- SSP ----------------------------------------------------------------------------------------
-def replay_harness_draws(official_random_crop, images, seed: int, candidates: int, small_resize: int,
-                         size: int = 32):
+def replay_harness_draws(official_random_crop, seed: int, candidates: int, small_resize: int, size: int = 32):
     """Make the official RandomCrop draw the crop corners the harness draws for each image.
 
     Both sides draw uniform random corners; which ones is a matter of the random stream (the
@@ -207,8 +206,6 @@ def replay_harness_draws(official_random_crop, images, seed: int, candidates: in
     official code then ranks, picks and crops them itself. Returns a function that arms the
     replay for one image.
     """
-    from PIL import Image
-
     from harness.plugins.detectors.patchops import content_generator, random_origins, to_uint8_tensor
 
     queue = []
@@ -250,8 +247,7 @@ def ssp(official: Path, seed: int, work: Path) -> dict:
     model.eval()
 
     images = image_set(sizes=SSP_SIZES, extra=("flats",))
-    arm = replay_harness_draws(transforms.RandomCrop, {n: im for n, (_, _, im) in images.items()}, seed=0,
-                               candidates=64, small_resize=256)
+    arm = replay_harness_draws(transforms.RandomCrop, seed=0, candidates=64, small_resize=256)
     # test-time options (options.py defaults): isPatch True, patch_size 32, trainsize 256, aug off.
     opt = types.SimpleNamespace(aug=False, isPatch=True, patch_size=32, trainsize=256)
     outputs = {}
@@ -342,7 +338,7 @@ def drct_clip(official: Path, seed: int, work: Path) -> dict:
     clip = models.clip.model.CLIP(DRCT_OPEN_CLIP["embed_dim"], v["image_size"], v["layers"], v["width"],
                                   v["patch_size"], t["context_length"], t["vocab_size"], t["width"], t["heads"],
                                   t["layers"])
-    layout = [[f"model.model.{k}", s, d] for k, s, d in layout_of(clip.state_dict())]
+    layout = [[f"model.model.{k}", *rest] for k, *rest in layout_of(clip.state_dict())]
     layout += [["model.fc.weight", [1024, 768]], ["model.fc.bias", [1024]],
                ["fc.weight", [2, 1024]], ["fc.bias", [2]]]
     weights = {"seed": seed, "layout": layout, "fp16": True,
@@ -409,7 +405,7 @@ def sep(official: Path, seed: int, work: Path) -> dict:
 
     images = image_set(names=("astronaut", "chelsea"), sizes=SEP_SIZES)  # two: a ResNet-50 at 512 px is slow
     pngs = save_pngs(images, work / "images")
-    arm = replay_harness_draws(transforms.RandomCrop, None, seed=0, candidates=256, small_resize=256)
+    arm = replay_harness_draws(transforms.RandomCrop, seed=0, candidates=256, small_resize=256)
     dataset = MyValDataSet([str(p) for p in pngs.values()], [0] * len(pngs))
     outputs, probes = {}, {}
     with torch.no_grad():
@@ -482,7 +478,7 @@ def patchcraft(official: Path, seed: int, work: Path) -> dict:
     # does not reproduce: it ranks by the exact integer complexity, ties in draw order. There the
     # poor tiling differs among tied patches (4.3e-4 on the logit of 'flats' at seed 1234).
     images = image_set(sizes=PATCHCRAFT_SIZES)
-    arm = replay_harness_draws(transforms.RandomCrop, None, seed=0, candidates=192, small_resize=32, size=32)
+    arm = replay_harness_draws(transforms.RandomCrop, seed=0, candidates=192, small_resize=32, size=32)
     opt = types.SimpleNamespace(patchNum=3, cropSize=256)
     outputs = {}
     with torch.no_grad():

@@ -13,6 +13,10 @@ probability 0.1 each before the crops are drawn; test images are left as they ar
 
 Official checkpoints (AIGCDetectBenchmark / sidbench RPTC) are ``{'netC': state_dict}``,
 sometimes with DataParallel's ``module.`` prefix; the module names here are theirs.
+
+Parity (tests/golden/patchcraft.json, against sidbench's port): equal within 1e-5, except where
+crops tie exactly in 8-bit complexity (flat areas): the port ranks by a float sum on [0, 1]
+tensors, so rounding orders its ties; here ties keep the draw order.
 """
 
 from __future__ import annotations

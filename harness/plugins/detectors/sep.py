@@ -11,7 +11,7 @@ Two views of each image, packed into one input ``[B, 2, 3, S, S]`` (values in [0
 Model (module names as the official ``SEP`` so its ``state_dict`` loads as is):
 patch branch: ImageNet-normalised patch -> SRM (``srm``) -> SRM-guided bidirectional spatial
 attention (``spalAtten``, 3 channels, 3 heads) -> bilinear upsample to 512x512;
-frequency branch: one-level DWT (bior1.3, symmetric) tiled [[LL, LH], [HL, HH]] and resized to
+frequency branch: one-level DWT (bior1.3, symmetric) tiled [[LL, LH], [HL, HH]] and resized (antialiased) to
 S x S -> 4 x (conv-BN-ReLU-avgpool) (``dwt``) -> 16-group dilated enhancer (``dwt_piex``) ->
 channel weights w; fusion: att * (1 + 0.2 w) + upsampled patch -> ResNet-50 (``disc``) with
 ``fc = Linear(2048, 2)``. Class 0 = ai, class 1 = nature: P(fake) = softmax[:, 0], so the
@@ -283,10 +283,15 @@ class SEP(Detector):
         return [torch.stack([e, crop]) for e, crop in zip(enlarged, crops)]
 
     def frequency_image(self, crop: torch.Tensor) -> torch.Tensor:
-        """The DWT sub-bands tiled [[LL, LH], [HL, HH]], resized back to the crop's size."""
+        """The DWT sub-bands tiled [[LL, LH], [HL, HH]], resized back to the crop's size.
+
+        The tiling is a little larger than the crop (bior1.3 bands of a 256 crop are 130 px), and
+        the official ``transforms.Resize`` of a tensor antialiases when it shrinks (torchvision's
+        default since 0.17), so this does too.
+        """
         ll, lh, hl, hh = self.wavelet(crop)
         tiled = torch.cat([torch.cat([ll, lh], dim=-1), torch.cat([hl, hh], dim=-1)], dim=-2)
-        return F.interpolate(tiled, size=crop.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(tiled, size=crop.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
 
     def class_scores(self, x: torch.Tensor) -> torch.Tensor:
         """The official two-way output ``[B, 2]`` (class 0 = ai, class 1 = nature)."""

@@ -505,6 +505,87 @@ def patchcraft(official: Path, seed: int, work: Path) -> dict:
     }
 
 
+# -- LaDeDa / Tiny-LaDeDa ------------------------------------------------------------------------
+def _ladeda_transform(official: Path, images, work: Path, load_size: int):
+    """data.datasets.binary_dataset with test.py's options: Resize((L, L)) on the PIL image, no crop."""
+    stub_module("cv2")  # training-time JPEG only
+    from data.datasets import binary_dataset  # official
+
+    save_pngs(images, work / "data" / "0_real")
+    opt = types.SimpleNamespace(isTrain=False, no_crop=True, no_flip=True, no_resize=False, loadSize=load_size,
+                                cropSize=224, is_aug=False)
+    dataset, _ = binary_dataset(opt, str(work / "data"))
+    return dataset
+
+
+def _ladeda_outputs(model, dataset) -> dict:
+    outputs = {}
+    with torch.no_grad():
+        for i, (path, _) in enumerate(dataset.samples):
+            logit = model(dataset[i][0][None]).flatten()
+            outputs[Path(path).stem] = {"official_output": logit.tolist(), "p_fake": float(logit.sigmoid()),
+                                        "logit": float(logit)}
+    return outputs
+
+
+@generator("ladeda", "barcavia/RealTime-DeepfakeDetection-in-the-RealWorld")
+def ladeda(official: Path, seed: int, work: Path) -> dict:
+    # networks/LaDeDa.py does not compile at e734562: its LaDeDa33/17/9/5 helpers put a parameter
+    # without default after one with a default. The classes above them are executed as written.
+    source = (official / "networks" / "LaDeDa.py").read_text()
+    namespace = {"__file__": str(official / "networks" / "LaDeDa.py"), "__name__": "networks.LaDeDa"}
+    exec(compile(source[: source.index("def LaDeDa33")], "networks/LaDeDa.py", "exec"), namespace)
+    # LaDeDa9 as the helper would build it, with trainer.py's fc Linear(2048, 1).
+    model = namespace["LaDeDa"](namespace["Bottleneck"], [3, 4, 6, 3], strides=[2, 2, 2, 1], kernel3=[1, 1, 0, 0],
+                                preprocess_type="NPR")
+    model.fc = torch.nn.Linear(2048, 1)
+    weights = {"seed": seed, "conv_gain": 1.0, "layout": layout_of(model.state_dict()),
+               "files": [{"name": "WildRF_LaDeDa.pth"}]}
+    paths = write_official_files(weights, seeded_state(weights), work)
+    model.load_state_dict(torch.load(paths["WildRF_LaDeDa.pth"], map_location="cpu"), strict=True)  # as test.py
+    model.eval()
+    images = image_set()
+    dataset = _ladeda_transform(official, images, work, load_size=96)
+    return {
+        "weights": weights,
+        "images": images_section(images),
+        "outputs": _ladeda_outputs(model, dataset),
+        "harness": {"config": {"load_size": 96, "crop_size": 96}, "load": "WildRF_LaDeDa.pth"},
+        "official_path": "networks/LaDeDa.py LaDeDa(Bottleneck, [3, 4, 6, 3], strides [2, 2, 2, 1], kernel3 "
+                         "[1, 1, 0, 0], NPR) = LaDeDa9, fc Linear(2048, 1), load_state_dict strict as test.py; "
+                         "data.datasets.binary_dataset with test.py's options at --loadSize 96",
+        "notes": ["networks/LaDeDa.py executed up to its LaDeDa33 helper, which does not compile",
+                  "loadSize 96 (an official option) instead of the default 256, to keep the test cheap",
+                  "conv_gain 1: with He scaling the 17 residual blocks saturate the logit",
+                  "cv2 stubbed where missing (training-time JPEG only)"],
+    }
+
+
+@generator("tiny-ladeda", "barcavia/RealTime-DeepfakeDetection-in-the-RealWorld")
+def tiny_ladeda_golden(official: Path, seed: int, work: Path) -> dict:
+    from networks.Tiny_LaDeDa import tiny_ladeda  # official
+
+    model = tiny_ladeda("right_diag")
+    model.fc = torch.nn.Linear(8, 1)  # test.py: features_dim 8, the released files' shape
+    weights = {"seed": seed, "conv_gain": 2.0, "layout": layout_of(model.state_dict()),
+               "files": [{"name": "WildRF_Tiny_LaDeDa.pth"}]}
+    paths = write_official_files(weights, seeded_state(weights), work)
+    model.load_state_dict(torch.load(paths["WildRF_Tiny_LaDeDa.pth"], map_location="cpu"), strict=True)
+    model.eval()
+    images = image_set()
+    dataset = _ladeda_transform(official, images, work, load_size=256)
+    return {
+        "weights": weights,
+        "images": images_section(images),
+        "outputs": _ladeda_outputs(model, dataset),
+        "harness": {"config": {}, "load": "WildRF_Tiny_LaDeDa.pth"},
+        "official_path": "networks/Tiny_LaDeDa.tiny_ladeda('right_diag') with test.py's fc Linear(8, 1), "
+                         "load_state_dict strict; data.datasets.binary_dataset with test.py's options "
+                         "(Resize((256, 256)), no crop)",
+        "notes": ["cv2 stubbed where missing (training-time JPEG only)"],
+    }
+
+
 # -- main ---------------------------------------------------------------------------------------
 def git_commit(path: Path) -> str | None:
     try:

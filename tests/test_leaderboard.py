@@ -232,7 +232,9 @@ def test_html_is_self_contained_and_sortable(tmp_path):
     root = filled_root(tmp_path)
     lb.build(root)
     page = (root / "mini" / "index.html").read_text()
-    assert page.count('<table class="sortable">') == 7
+    # the calibration table is there because the test records carry calibration metrics
+    assert page.count('<table class="sortable">') == 8
+    assert "Calibration" in page
     assert "http://" not in page and "https://" not in page  # no CDN, nothing fetched
     assert '<img src="plots/masking.png"' in page and "<script>" in page
 

@@ -505,6 +505,47 @@ def patchcraft(official: Path, seed: int, work: Path) -> dict:
     }
 
 
+# -- CNNSpot -------------------------------------------------------------------------------------
+# The original peterwang512/CNNDetection could not be fetched here; GenImage-Dataset/GenImage ships a copy
+# under detector_codes/CNNDetection-master (pass that folder and --repo-commit of GenImage).
+@generator("cnnspot", "GenImage-Dataset/GenImage (detector_codes/CNNDetection-master, a copy of "
+           "peterwang512/CNNDetection)")
+def cnnspot(official: Path, seed: int, work: Path) -> dict:
+    stub_module("cv2")  # training-time JPEG only
+    from networks.resnet import resnet50  # official
+    from data.datasets import binary_dataset  # official
+
+    model = resnet50(num_classes=1)
+    weights = {"seed": seed, "conv_gain": 1.0, "layout": layout_of(model.state_dict()),
+               "files": [{"name": "blur_jpg_prob0.5.pth", "wrap": "model"}]}
+    paths = write_official_files(weights, seeded_state(weights), work)
+    model.load_state_dict(torch.load(paths["blur_jpg_prob0.5.pth"], map_location="cpu")["model"])  # as eval.py
+    model.eval()
+    images = image_set()
+    save_pngs(images, work / "data" / "0_real")
+    # eval.py: no_resize True, CenterCrop(224) (TestOptions' no_crop False); data_augment draws nothing at p = 0.
+    opt = types.SimpleNamespace(isTrain=False, no_crop=False, no_flip=True, no_resize=True, loadSize=256,
+                                cropSize=224, blur_prob=0.0, jpg_prob=0.0, rz_interp=["bilinear"])
+    dataset = binary_dataset(opt, str(work / "data"))
+    outputs = {}
+    with torch.no_grad():
+        for i, (path, _) in enumerate(dataset.samples):
+            logit = model(dataset[i][0][None]).flatten()
+            outputs[Path(path).stem] = {"official_output": logit.tolist(), "p_fake": float(logit.sigmoid()),
+                                        "logit": float(logit)}
+    return {
+        "weights": weights,
+        "images": images_section(images),
+        "outputs": outputs,
+        "harness": {"config": {}, "load": "blur_jpg_prob0.5.pth"},
+        "official_path": "networks.resnet.resnet50(num_classes=1), {'model': ...} loaded as eval.py; "
+                         "data.datasets.binary_dataset with eval.py's options (no resize, CenterCrop(224))",
+        "notes": ["the copy of CNNDetection inside GenImage's repository (the original could not be fetched)",
+                  "conv_gain 1: with He scaling the 16 residual blocks saturate the logit",
+                  "cv2 stubbed where missing (training-time JPEG only)"],
+    }
+
+
 # -- LaDeDa / Tiny-LaDeDa ------------------------------------------------------------------------
 def _ladeda_transform(official: Path, images, work: Path, load_size: int):
     """data.datasets.binary_dataset with test.py's options: Resize((L, L)) on the PIL image, no crop."""

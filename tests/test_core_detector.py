@@ -69,7 +69,7 @@ def test_unknown_geometry_is_refused():
         InputPolicy("stretch", size=8)
 
 
-@pytest.mark.parametrize("name", ["npr", "ssp", "sep", "patchcraft", "ipdnet", "ladeda", "tiny-ladeda"])
+@pytest.mark.parametrize("name", ["npr", "ssp", "sep", "patchcraft", "ipdnet", "ladeda", "tiny-ladeda", "cnnspot"])
 def test_place_keeps_convolutions_in_nhwc_without_changing_logits_or_checkpoints(name):
     from harness.config import merge
     from harness.registry import get_detector

@@ -351,7 +351,8 @@ def _sorted_records(recs: list[dict]) -> list[dict]:
 
 
 def _row_name(record: dict) -> str:
-    return record["detector"]["label"]
+    scoring = record["protocol"].get("scoring")  # a run filed with --force on re-encoded, matched or bf16 scoring
+    return record["detector"]["label"] + (f" [{scoring}]" if scoring else "")
 
 
 def _short(value: Any, n: int = 12) -> str:
@@ -453,8 +454,13 @@ def corruption_table(recs: list[dict]) -> Table | None:
 def calibration_table(recs: list[dict]) -> Table | None:
     """Pooled calibration of each record, and what a metadata-only baseline reaches on the same split."""
     def values_of(r: dict) -> list:
-        baseline = ((r.get("analyses") or {}).get("metadata-baseline") or {}).get("acc")
-        return [r["metrics"]["summary"].get(k) for k in ("ece", "ece_balanced", "nll", "brier")] + [baseline]
+        # ``analyses`` is free-form in the schema: read the baseline only where it has the shape it is written in.
+        analyses = r.get("analyses")
+        baseline = analyses.get("metadata-baseline") if isinstance(analyses, dict) else None
+        acc = baseline.get("acc") if isinstance(baseline, dict) else None
+        summary = r["metrics"]["summary"]
+        values = [summary.get(k) for k in ("ece", "ece_balanced", "nll", "brier")] + [acc]
+        return [v if isinstance(v, (int, float)) and not isinstance(v, bool) else None for v in values]
 
     with_any = [r for r in recs if any(v is not None for v in values_of(r))]
     if not with_any:

@@ -95,6 +95,8 @@ RECORD_SCHEMA: dict[str, Any] = {
                 "train_generators": {"type": "array", "items": {"type": "string"}},
                 "train_label": {"type": "string"},
                 "test_generators": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                # how the images were scored where it is not as published in fp32 (filed with --force)
+                "scoring": {"type": "string"},
             },
             "additionalProperties": False,
         },
@@ -413,25 +415,45 @@ def _numbers_only(metrics: dict) -> dict:
             if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
 
 
-def check_protocol(results: dict, benchmark: str, where: Path) -> None:
-    """A run is filed only under the benchmark it was run on: the same suite and test generators."""
+#: Protocol fields a run must share with the benchmark it is filed under (as ``Protocol.to_dict`` writes them).
+PROTOCOL_FIELDS = ("suite", "train_suite", "train_generators", "test_generators", "profile", "weights",
+                   "train_released_before", "test_released_after")
+
+
+def check_protocol(results: dict, benchmark: str, where: Path, *, force: bool = False) -> str | None:
+    """A run is filed only under the benchmark it was run on: the same suite, training and test generators,
+    profile and checkpoint as the benchmark file, images scored as published (no ``eval.reencode`` or
+    ``eval.match``) and in fp32; ``force`` files a subset or bf16 run anyway (the record says so)."""
     from harness.protocols import Protocol, protocol_layer
 
     ran = results.get("benchmark")
     name, layer, path = protocol_layer(benchmark)
+    problems = []
     if path is None:  # no protocol file of that name: only the run's own benchmark name fits
         if ran != benchmark:
             raise HarnessError(f"{where} was run on benchmark '{ran}', not '{benchmark}': file it under '{ran}'")
-        return
-    protocol = Protocol.from_config(layer["protocol"], name=name, path=path)
-    problems = []
-    if results.get("suite") != protocol.suite:
-        problems.append(f"suite '{results.get('suite')}' (the benchmark's is '{protocol.suite}')")
-    if protocol.test_generators != "all" and list(results.get("test_generators") or []) != protocol.test_generators:
-        problems.append(f"test generators {results.get('test_generators')} (the benchmark's are "
-                        f"{protocol.test_generators})")
+    else:
+        protocol = Protocol.from_config(layer["protocol"], name=name, path=path).to_dict()
+        if results.get("suite") != protocol["suite"]:
+            problems.append(f"suite '{results.get('suite')}' (the benchmark's is '{protocol['suite']}')")
+        if protocol["test_generators"] != "all" and \
+                list(results.get("test_generators") or []) != protocol["test_generators"]:
+            problems.append(f"test generators {results.get('test_generators')} (the benchmark's are "
+                            f"{protocol['test_generators']})")
+        ran_protocol = results.get("protocol")
+        if isinstance(ran_protocol, dict):  # results.json of any run since protocols were recorded
+            problems += [f"protocol.{key} = {ran_protocol.get(key)!r} (the benchmark's is {protocol[key]!r})"
+                         for key in PROTOCOL_FIELDS if key in ran_protocol and ran_protocol.get(key) != protocol[key]]
     if problems:
         raise HarnessError(f"{where} does not follow benchmark '{benchmark}': it has " + " and ".join(problems))
+    controls = results.get("shortcut_controls") or {}
+    altered = [f"eval.reencode = {controls['reencode']!r}"] if controls.get("reencode") else []
+    altered += ["eval.match = true"] if controls.get("match") else []
+    altered += [f"precision {results['precision']}"] if results.get("precision", "fp32") != "fp32" else []
+    if altered and not force:
+        raise HarnessError(f"{where} was scored with {', '.join(altered)}: the benchmark scores the published images "
+                           "in fp32; pass --force to file it anyway (the record keeps the setting)")
+    return ", ".join(altered) or None
 
 
 def _scores(run_dir: Path):
@@ -441,7 +463,8 @@ def _scores(run_dir: Path):
     if not path.is_file():
         raise HarnessError(f"{run_dir} has no scores.csv: the metrics cannot be recomputed, so it is not filed")
     try:
-        frame = pd.read_csv(path)
+        # Generator names as written: "NA" or "007" must not become NaN or 7.0.
+        frame = pd.read_csv(path, dtype={"generator": str, "split": str}, keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise HarnessError(f"{path}: cannot read it: {exc}") from None
     missing = {"generator", "split", "label", "logit"} - set(frame.columns)
@@ -460,8 +483,10 @@ def _scores(run_dir: Path):
 
 def _differences(stored: Any, recomputed: Any, where: str) -> list[str]:
     if isinstance(recomputed, dict):
-        stored = stored if isinstance(stored, dict) else {}
-        return [d for key in sorted(set(stored) | set(recomputed), key=str)
+        if not isinstance(stored, dict):
+            return [f"{where}: {stored!r} in results.json, a table from scores.csv"]
+        # Every stored value must be recomputed; a metric this harness adds and an older run lacks is no edit.
+        return [d for key in sorted(stored, key=str)
                 for d in _differences(stored.get(key), recomputed.get(key), f"{where}.{key}")]
     if isinstance(recomputed, (list, tuple)):
         stored = stored if isinstance(stored, (list, tuple)) else []
@@ -521,7 +546,8 @@ def build_record(run_dir: Path, benchmark: str | None = None, *, force: bool = F
                            "(this harness reads schema 1)")
     if not (results.get("metrics") or {}).get("per_generator"):
         raise HarnessError(f"{run_dir / 'results.json'} has no per-generator metrics: the run did not evaluate")
-    check_protocol(results, benchmark or results.get("benchmark") or results.get("suite"), run_dir)
+    scoring = check_protocol(results, benchmark or results.get("benchmark") or results.get("suite"), run_dir,
+                             force=force)
     metrics = recompute_metrics(run_dir, config, results, force=force)
     per_gen_in = metrics.get("per_generator") or {}
     if not per_gen_in:
@@ -579,6 +605,7 @@ def build_record(run_dir: Path, benchmark: str | None = None, *, force: bool = F
             "profile": (config.get("run") or {}).get("profile"),
             "train_generators": [str(g) for g in results.get("train_generators") or []],
             "test_generators": list(per_generator),
+            **({"scoring": scoring} if scoring else {}),
         },
         "metrics": {"per_generator": per_generator, "summary": summary},
         "tde": tde_section(analyses.get("tde"), run_dir / "analyses" / "tde" / "per_image.csv"),

@@ -170,3 +170,52 @@ def test_scores_that_are_not_scores_are_refused(tmp_path, capsys):
     (run / "scores.csv").write_text("\n".join(scores) + "\n")
     assert _add(tmp_path / "lb", run) == 2
     assert "without a finite logit or a 0/1 label (first: line 4)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("baseline", ["x", {"acc": "abc"}, [1, 2]])
+def test_a_free_form_analyses_section_does_not_break_the_page_build(tmp_path, baseline):
+    root = tmp_path / "lb"
+    body = {k: v for k, v in reported_record("X", 0.9).items() if k != "integrity"}
+    body["analyses"] = {"metadata-baseline": baseline}
+    lb.add_record(rec.seal(body), root)
+    assert lb.validate(root) == []
+    lb.build(root)  # no crash: the odd value is shown as missing
+    assert "## Accuracy per generator" in (root / "mini" / "README.md").read_text()
+
+
+def test_a_run_of_another_protocol_or_altered_scoring_is_refused_and_force_labels_it(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    results = json.loads((run / "results.json").read_text())
+    mini = {"suite": "mini", "train_suite": "mini", "train_generators": ["tconv"], "profile": "mini",
+            "test_generators": ["tconv", "nearest", "bilinear", "pixelshuffle", "vqvae", "denoiser"], "weights": None,
+            "train_released_before": None, "test_released_after": None}
+    (run / "results.json").write_text(json.dumps({**results, "protocol": {**mini, "train_generators": "all"}}))
+    assert _add(tmp_path / "lb", run) == 2
+    assert "protocol.train_generators = 'all' (the benchmark's is ['tconv'])" in capsys.readouterr().err
+    altered = {**results, "protocol": mini, "shortcut_controls": {"reencode": "jpeg:10", "match": False},
+               "precision": "bf16-weights"}
+    (run / "results.json").write_text(json.dumps(altered))
+    assert _add(tmp_path / "lb", run) == 2
+    assert "eval.reencode = 'jpeg:10', precision bf16-weights" in capsys.readouterr().err
+    assert _add(tmp_path / "lb", run, "--force", "--build") == 0
+    (record,) = [rec.load_record(p) for p in lb.record_files(tmp_path / "lb" / "mini")]
+    assert record["protocol"]["scoring"] == "eval.reencode = 'jpeg:10', precision bf16-weights"
+    readme = (tmp_path / "lb" / "mini" / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| npr"))
+    assert "reencode" in row and "jpeg:10" in row and "bf16-weights" in row
+
+
+def test_an_older_run_without_newer_metrics_is_not_taken_for_an_edited_one(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    results = json.loads((run / "results.json").read_text())
+    for values in [*results["metrics"]["per_generator"].values(), results["metrics"]["summary"]]:
+        for key in ("ece", "ece_balanced", "nll", "brier"):
+            values.pop(key, None)
+    (run / "results.json").write_text(json.dumps(results))
+    assert _add(tmp_path / "lb", run) == 0, capsys.readouterr().err
+
+
+def test_generator_names_in_scores_are_read_as_written(tmp_path):
+    (tmp_path / "scores.csv").write_text("path,generator,split,label,logit\na.png,NA,test,0,-1.0\nb.png,007,test,1,2.0\n")
+    frame = rec._scores(tmp_path)
+    assert list(frame["generator"]) == ["NA", "007"]

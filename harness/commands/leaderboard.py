@@ -36,7 +36,8 @@ def add_parser(subparsers) -> None:
     add.add_argument("--build", action="store_true", help="rebuild the benchmark's pages afterwards")
     add.add_argument("--force", action="store_true",
                      help="file a run even though a test generator has no scored image of one class (its "
-                     "accuracy is then the other class's alone)")
+                     "accuracy is then the other class's alone), or its images were re-encoded, matched or scored "
+                     "in bf16 (the row says so)")
     add.set_defaults(func=run_add)
 
     check = actions.add_parser("validate", parents=[root], help="check every record: schema, integrity hash, name, duplicates")

@@ -272,6 +272,8 @@ def offline_reason(url: str | None = None) -> str | None:
     if not url:
         return None
     parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:  # file:// and the like: nothing to probe
+        return None
     if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname or ""):
         return None
     host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)

@@ -174,3 +174,24 @@ def test_streaming_and_the_arrow_cache_list_the_same_samples(dataset_dir, tmp_pa
     streamed = sorted(map(tuple, (s.to_dict().values() for s in _suite(dataset_dir, tmp_path).scan())))
     loaded = sorted(map(tuple, (s.to_dict().values() for s in _suite(dataset_dir, tmp_path, streaming=False).scan())))
     assert streamed == loaded and len(streamed) == 28
+
+
+def test_an_image_path_in_a_row_is_read_only_beside_the_local_copy(tmp_path):
+    folder = tmp_path / "paths"
+    (folder / "img").mkdir(parents=True)
+    (folder / "img" / "inside.png").write_bytes(_png(7))
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(_png(8))
+    rows = [{"bytes": None, "path": "img/inside.png"}, {"bytes": None, "path": str(outside)},
+            {"bytes": None, "path": "../secret.png"}]
+    data = datasets.Dataset.from_dict({"image": rows, "label": ["fake"] * 3},
+                                      features=datasets.Features({
+                                          # the Image feature's storage: a struct of bytes and path
+                                          "image": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+                                          "label": datasets.Value("string")}))
+    data.to_parquet(str(folder / "test.parquet"))
+    suite = HFDataset({"root": str(folder), "store": str(tmp_path / "store"), "fake_values": ["fake"],
+                       "real_values": ["real"]})
+    samples = list(suite.scan())
+    assert [open(s.path, "rb").read() for s in samples] == [_png(7)]
+    assert sum(reason.startswith("image missing") for _, reason in suite.ignored) == 2

@@ -325,3 +325,14 @@ def test_a_safetensors_download_without_a_hash_is_read_as_safetensors(server, st
                                           filename="sub/m.safetensors", keys={"w": (2,)}))
     monkeypatch.setenv(weights.MIRROR_ENV, server.base)
     assert weights.pull("test:st") == store / "test" / "st" / "sub" / "m.safetensors"
+
+
+def test_a_file_mirror_is_read_without_probing_a_host(store, monkeypatch, tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / "test:blob").mkdir(parents=True)
+    (mirror / "test:blob" / "blob.bin").write_bytes(PAYLOAD)
+    _with_entries(monkeypatch, Checkpoint(name="test:blob", host="url", filename="blob.bin",
+                                          url=f"http://127.0.0.1:{_closed_port()}/blob.bin", sha256=PAYLOAD_SHA))
+    monkeypatch.setenv(weights.MIRROR_ENV, mirror.as_uri())
+    assert weights.offline_reason(mirror.as_uri()) is None
+    assert weights.pull("test:blob").read_bytes() == PAYLOAD

@@ -246,9 +246,13 @@ class HFDataset(TreeSuite):
             if value.get("bytes"):
                 return bytes(value["bytes"])
             path = value.get("path")
-            if path and os.path.isfile(path):
-                with open(path, "rb") as fh:
-                    return fh.read()
+            kind, where = self.source()
+            if path and kind == "local":
+                # A row may name an image file beside the local copy, never one elsewhere (absolute, '..', cwd).
+                base = Path(where) if Path(where).is_dir() else Path(where).parent
+                target = (base / str(path)).resolve()
+                if target.is_relative_to(base) and target.is_file():
+                    return target.read_bytes()
         return None
 
     def scan(self) -> Iterator[Sample]:

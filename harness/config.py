@@ -26,8 +26,8 @@ RUN_DEFAULTS: dict[str, Any] = {
 
 #: Settings read outside the plugins' own defaults, per section (the rest are the plugins' keys).
 KNOWN_KEYS: dict[str, set[str]] = {
-    "run": {"seed", "device", "out", "weights", "compile", "dir", "detector", "suite", "profile", "benchmark"},
-    "eval": {"batch_size", "workers", "cache", "cache_dir", "precision", "bootstrap"},
+    "run": {"seed", "device", "out", "weights", "compile", "threads", "dir", "detector", "suite", "profile", "benchmark"},
+    "eval": {"batch_size", "workers", "cache", "cache_dir", "precision", "bootstrap", "fuse"},
     # the engine's keys are in harness.training.TRAIN_DEFAULTS; these are read by optimisers and train_head
     "train": {"lr", "weight_decay", "betas", "min_lr", "min_delta", "feature_batch_size"},
     "suite": {"root"},

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
-from scipy.ndimage import gaussian_filter
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,8 @@ def blur_jpeg(
         return float(p) > 0 and float(torch.rand((), generator=generator)) < float(p)
 
     if happens(blur_prob):
+        from scipy.ndimage import gaussian_filter  # scipy loads only where it is used
+
         lo, hi = (float(s) for s in blur_sigma)
         sigma = lo + (hi - lo) * float(torch.rand((), generator=generator))
         images = [Image.fromarray(gaussian_filter(np.array(img), sigma=(sigma, sigma, 0))) for img in images]

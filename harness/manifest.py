@@ -22,14 +22,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 
 from harness.checkpoints import sha256_file
 from harness.errors import HarnessError
 from harness.images import check_file, format_of_name
 from harness.suite import Sample, Suite
+
+if TYPE_CHECKING:  # pandas loads where it is used: 'harness list' imports this module
+    import pandas as pd
 
 # 2: the suite readers record folders they do not read, take the folder suite's split from any path
 # component, and the header watches every folder a scan read; manifests written before are walked again.
@@ -165,6 +167,8 @@ def load_samples(suite: Suite, *, refresh: bool = False, checksums: bool = False
 
 
 def _build(suite: Suite, root: Path | None, checksums: bool, path: Path | None) -> Manifest:
+    import pandas as pd
+
     started = time.time()
     samples = list(suite.scan())
     if not samples:
@@ -290,6 +294,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _read_if_fresh(suite: Suite, root: Path, path: Path) -> Manifest | None:
+    import pandas as pd
+
     header = _header_path(path)
     try:
         meta = json.loads(header.read_text())

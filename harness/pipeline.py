@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from harness.metrics import check_direction, evaluate, metrics_frame
 from harness.registry import get_analysis, get_detector, get_suite
 from harness.protocols import Protocol, protocol_layer
 from harness.reports import write_result
-from harness.runs import Run, seed_everything, select_device, start_run
+from harness.runs import Run, default_workers, seed_everything, select_device, start_run
 from harness.scoring import default_cache_dir, effective_precision, score_samples
 from harness.suite import Sample
 from harness.training import TrainingStopped, train
@@ -186,6 +185,18 @@ def check_compile(config: dict, device) -> None:
                            "bf16 copy of the model: drop one of the two")
 
 
+def prepare_for_inference(detector, config: dict) -> None:
+    """Before scoring and analyses: fold batch norms into the convolutions before them
+    (``eval.fuse``, on by default; exact in eval mode, same score-cache key), then
+    ``run.compile``. Training is over by then: a folded detector refuses to train."""
+    if config.get("eval", {}).get("fuse", True):
+        folded = detector.fold_batchnorm()
+        if folded:
+            log.info("folded %d batch norms into their convolutions for inference (eval.fuse = false: keep them)",
+                     folded)
+    compile_for_inference(detector, config)
+
+
 def compile_for_inference(detector, config: dict) -> None:
     """``run.compile``: torch.compile the detector's forward in place, for scoring and analyses
     (in place, so its state dict, and with it every cache key, stays the same)."""
@@ -199,7 +210,7 @@ def _eval_settings(config: dict) -> dict[str, Any]:
     cache_dir = None if ev.get("cache", True) is False else Path(ev.get("cache_dir") or default_cache_dir())
     return {
         "batch_size": int(ev.get("batch_size", config.get("train", {}).get("batch_size", 64))),
-        "workers": int(ev.get("workers", min(4, os.cpu_count() or 1))),
+        "workers": int(ev.get("workers", default_workers())),
         "cache_dir": cache_dir,
         "precision": str(ev.get("precision", "auto")),
     }
@@ -234,6 +245,7 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
     skipped = {name: reason for name, cls in analyses if (reason := cls.skip_reason(detector_cls))}
     analyses = [(name, cls) for name, cls in analyses if name not in skipped]
     distributed.init_from_env(select_device(str(config["run"].get("device", "auto"))))
+    config["eval"].setdefault("workers", default_workers())  # recorded in config.json as chosen
     run = _start(config, label or f"{detector_name}-{protocol.name}")
     main = distributed.is_main_process()
     try:
@@ -246,7 +258,7 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
         seed_everything(run.seed)
         detector = detector_cls(config["detector"])
         weights = _obtain_weights(detector, config, plan, run)
-        compile_for_inference(detector, config)
+        prepare_for_inference(detector, config)
         settings = _eval_settings(config)
         test_df = score_samples(detector, plan.test, device=run.device, desc="test", **settings)
         val_df = score_samples(detector, plan.val, device=run.device, desc="val", **settings) if plan.val else None

@@ -31,7 +31,6 @@ from typing import Any
 
 from harness.config import load_toml
 from harness.errors import HarnessError
-from harness.metrics import SCORE_METRICS
 
 BENCHMARKS_ENV = "HARNESS_BENCHMARKS"
 SHIPPED_BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
@@ -102,6 +101,8 @@ class Protocol:
             reference=section.get("reference", ""),
             path=path,
         )
+        from harness.metrics import SCORE_METRICS  # scikit-learn: not for 'harness list'
+
         bad = [m for m in proto.metrics if m not in SCORE_METRICS]
         if bad:
             raise HarnessError(f"protocol '{name}': unknown metrics {bad}; known: {', '.join(SCORE_METRICS)}")

@@ -19,10 +19,9 @@ import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -33,6 +32,9 @@ from harness.errors import HarnessError
 from harness.manifest import cache_root
 from harness.runs import autocast
 from harness.suite import Sample
+
+if TYPE_CHECKING:  # pandas loads where it is used: 'harness list' imports this module
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +256,8 @@ def score_samples(
 
 
 def _score(detector, samples, *, device, batch_size, workers, cache_dir, transform, transform_key, precision, desc):
+    import pandas as pd
+
     main = distributed.is_main_process()
     ingredients = model_key(detector, precision=precision, transform_key=transform_key) if cache_dir else None
     cache = ScoreCache(cache_dir, ingredients) if cache_dir else None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from harness import config as cfg
-from harness.registry import get_detector, get_suite
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, detector_required: bool = True) -> None:
@@ -27,6 +26,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, detector_required: bool =
 def resolve_config(args, suite_name: str | None = None, profile: str | None = None, layer: dict | None = None) -> dict:
     """Plugin defaults < detector profile < ``layer`` (a benchmark protocol file) < --config file
     < --set overrides < explicit flags."""
+    from harness.registry import get_detector, get_suite
+
     detector_cls = get_detector(args.detector) if getattr(args, "detector", None) else None
     suite_cls = get_suite(suite_name or args.suite)
     file_config = cfg.load_toml(args.config) if args.config else None

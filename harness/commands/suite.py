@@ -7,14 +7,17 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from tabulate import tabulate
 
 from harness import config as cfg
 from harness.errors import HarnessError
-from harness.manifest import Manifest, load_manifest, verify
-from harness.registry import get_suite
+
+if TYPE_CHECKING:  # pandas and the manifest load only when a command runs (harness --help stays fast)
+    import pandas as pd
+
+    from harness.manifest import Manifest
 
 SHOW = 20  # file lists longer than this are cut, with a count of the rest
 
@@ -49,6 +52,8 @@ def add_parser(subparsers) -> None:
 
 
 def make_suite(args):
+    from harness.registry import get_suite
+
     suite_cls = get_suite(args.name)
     file_config = cfg.load_toml(args.config) if args.config else None
     resolved = cfg.resolve(suite_defaults=suite_cls.defaults, file_config=file_config, overrides=args.overrides)
@@ -80,6 +85,8 @@ def counts_table(table: pd.DataFrame, generators: list[str]) -> pd.DataFrame:
 
 def format_mix(table: pd.DataFrame) -> pd.DataFrame:
     """Per class and format: file count, share of the class, median and mean size in KiB."""
+    import pandas as pd
+
     rows = []
     for label, group in table.groupby("label"):
         for fmt, sub in group.groupby("format"):
@@ -118,6 +125,8 @@ def _print_header(suite, manifest: Manifest) -> None:
 
 
 def run_info(args) -> int:
+    from harness.manifest import load_manifest
+
     suite = make_suite(args)
     manifest = load_manifest(suite, refresh=args.refresh, checksums=args.checksums)
     table = manifest.table
@@ -156,6 +165,8 @@ def run_info(args) -> int:
 
 
 def run_verify(args) -> int:
+    from harness.manifest import load_manifest, verify
+
     suite = make_suite(args)
     manifest = load_manifest(suite)
     _print_header(suite, manifest)
@@ -190,6 +201,7 @@ def _disk_usage(root: Path) -> tuple[int, int]:
 
 
 def run_build(args) -> int:
+    from harness.manifest import load_manifest
     from harness.plugins.suites.mini import MARKER, MiniSuite
 
     if args.name != "mini":

@@ -10,19 +10,20 @@ which is the clean scoring itself: ``jpeg`` none (JPEG at quality 100 is still l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageFilter
 
 from harness import hookimpl
 from harness.images import jpeg_roundtrip
 from harness.analysis import Analysis, AnalysisContext, AnalysisResult
 from harness.errors import HarnessError
-from harness.metrics import binary_metrics
 from harness.scoring import score_samples
 from harness.plugins.analyses.tde import analysis_workers, cache_dir_for, generator_order, skipped_table, stable_subsample
+
+if TYPE_CHECKING:  # pandas loads where it is used: 'harness list' imports this module
+    import pandas as pd
 
 KINDS = ("jpeg", "blur", "resize")
 
@@ -84,6 +85,8 @@ def levels(kind: str, values: list) -> list[Level]:
 
 
 def metrics_rows(frame: pd.DataFrame, level: Level, generators: list[str]) -> list[dict[str, Any]]:
+    from harness.metrics import binary_metrics
+
     rows = []
     for generator in generators + ["all"]:
         part = frame if generator == "all" else frame[frame.generator == generator]
@@ -113,6 +116,8 @@ class CorruptionsAnalysis(Analysis):
     }
 
     def run(self, context: AnalysisContext) -> AnalysisResult:
+        import pandas as pd
+
         cfg = self.config
         samples = stable_subsample(context.samples, cfg["max_per_group"], cfg["seed"])
         generators = generator_order(samples)
@@ -145,11 +150,15 @@ class CorruptionsAnalysis(Analysis):
 
 
 def _round(value) -> float | None:
+    import pandas as pd
+
     return None if value is None or pd.isna(value) else round(float(value), 6)
 
 
 def mean_accuracy_table(per_generator: pd.DataFrame) -> pd.DataFrame:
     """Per condition: mean accuracy over generators (mAcc), its worst generator, pooled acc and AUC."""
+    import pandas as pd
+
     rows = []
     for condition, group in per_generator.groupby("condition", sort=False):
         gens = group[group.generator != "all"]

@@ -87,14 +87,6 @@ def _as_array(img: Image.Image) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-def _pad_to(arr: np.ndarray, size: int, value: int) -> np.ndarray:
-    h, w = arr.shape[:2]
-    ph, pw = max(0, size - h), max(0, size - w)
-    if ph == 0 and pw == 0:
-        return arr
-    return np.pad(arr, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), constant_values=value)
-
-
 def _tile_to(arr: np.ndarray, size: int) -> np.ndarray:
     h, w = arr.shape[:2]
     reps_h, reps_w = -(-size // h), -(-size // w)
@@ -112,13 +104,12 @@ def _crop_origin(h: int, w: int, size: int, train: bool, generator: torch.Genera
     return top, left
 
 
-def to_unit_tensor(arr: np.ndarray) -> torch.Tensor:
-    """``[H, W, C]`` uint8 -> ``[C, H, W]`` float32 in [0, 1], the same values as torchvision's
-    ``to_dtype(pil_to_tensor(img), float32, scale=True)``. Done in numpy: small torch ops in
-    the scoring process would wake the intra-op thread pool that the forward needs."""
+def _unit_array(arr: np.ndarray) -> np.ndarray:
+    """``[H, W, C]`` uint8 -> ``[C, H, W]`` float32 in [0, 1], bit for bit what torchvision's
+    ``to_dtype(pil_to_tensor(img), float32, scale=True)`` gives."""
     out = np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
-    out /= np.float32(255)
-    return torch.from_numpy(out)
+    out *= np.float32(1 / 255)  # torchvision multiplies by the float32 reciprocal
+    return out
 
 
 def apply_policy(
@@ -131,8 +122,9 @@ def apply_policy(
     """Apply one policy's geometry to images of the same size, with one shared random draw.
 
     Sharing the draw keeps an image and its paired real image aligned patch for patch.
-    Returns float tensors ``[3, size, size]`` in [0, 1], not normalised. Padding, tiling,
-    cropping and flipping work on the 8-bit pixels, and only the crop is converted to float.
+    Returns float tensors ``[3, size, size]`` in [0, 1], not normalised. Tiling and cropping
+    work on the 8-bit pixels and only the crop is converted to float, in numpy (no small torch
+    ops that would wake the thread pool the forward needs); padding is the border of the crop.
     """
     size = policy.size
     if policy.geometry in ("resize", "resize_crop"):
@@ -143,16 +135,29 @@ def apply_policy(
         else:
             images = [TF.resize(img, [policy.resize_to]) for img in images]
     arrays = [_as_array(img) for img in images]
-    if policy.geometry != "resize":
+    if policy.geometry == "resize":
+        outs = [_unit_array(a) for a in arrays]
+    else:
         if policy.geometry == "tile_crop":
             arrays = [_tile_to(a, size) for a in arrays]
-        arrays = [_pad_to(a, size, policy.pad_value) for a in arrays]
         h, w = arrays[0].shape[:2]
-        top, left = _crop_origin(h, w, size, train, generator, policy.center_rounding)
-        arrays = [a[top : top + size, left : left + size] for a in arrays]
+        # The crop is placed on the image padded up to ``size``; only the pixels it takes are converted.
+        pad_top, pad_left = max(0, size - h) // 2, max(0, size - w) // 2
+        top, left = _crop_origin(max(h, size), max(w, size), size, train, generator, policy.center_rounding)
+        rows = slice(max(top, pad_top) - pad_top, min(top + size, pad_top + h) - pad_top)
+        cols = slice(max(left, pad_left) - pad_left, min(left + size, pad_left + w) - pad_left)
+        at_row, at_col = max(pad_top - top, 0), max(pad_left - left, 0)
+        outs = []
+        for a in arrays:
+            inside = _unit_array(a[rows, cols])
+            if inside.shape[1:] != (size, size):
+                out = np.full((a.shape[2], size, size), policy.pad_value / 255.0, dtype=np.float32)
+                out[:, at_row : at_row + inside.shape[1], at_col : at_col + inside.shape[2]] = inside
+                inside = out
+            outs.append(inside)
     if train and policy.flip and bool(torch.rand((), generator=generator) < 0.5):
-        arrays = [a[:, ::-1] for a in arrays]
-    return [to_unit_tensor(a) for a in arrays]
+        outs = [np.ascontiguousarray(a[:, :, ::-1]) for a in outs]
+    return [torch.from_numpy(a) for a in outs]
 
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

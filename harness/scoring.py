@@ -68,7 +68,8 @@ def model_key(detector, *, precision: str, transform_key: str | None = None) -> 
         "detector": detector.name,
         "config": detector.config,
         "input_policy": detector.input_policy(False).to_dict(),
-        "weights_state_sha256": state_digest(detector),
+        # a detector with folded batch norms keeps the key of its unfolded weights
+        "weights_state_sha256": getattr(detector, "unfolded_weights_digest", None) or state_digest(detector),
         "precision": precision,
         "transform": transform_key,
     }

@@ -68,8 +68,9 @@ def resolve(args, extra_overrides: list[str] | None = None) -> tuple[dict, Proto
     return config, protocol
 
 
-def load_suite_samples(suite) -> tuple[list[Sample], str]:
-    """A suite's samples through the manifest cache, and the manifest's hash.
+def load_suite_samples(suite) -> tuple[list[Sample], str, list[tuple[str, str]]]:
+    """A suite's samples through the manifest cache, the manifest's hash, and the entries under
+    its root that the scan did not list, with the reason (``(path, reason)``).
 
     Rank 0 walks (or builds) the suite and writes the cache first; the other ranks then read it.
     """
@@ -78,7 +79,7 @@ def load_suite_samples(suite) -> tuple[list[Sample], str]:
     distributed.barrier()
     if not distributed.is_main_process():
         manifest = load_manifest(suite)
-    return manifest.samples, manifest.hash
+    return manifest.samples, manifest.hash, manifest.ignored
 
 
 @dataclass
@@ -93,6 +94,8 @@ class Plan:
     manifest_hash: str
     #: What the user should know about the selection (left-out images, one-class generators).
     warnings: list[str] = field(default_factory=list)
+    #: (path, reason) of every file and folder under the suites' roots that the scan did not list.
+    ignored: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _selection_warnings(test_all: list[Sample], test: list[Sample], test_gens: list[str]) -> list[str]:
@@ -129,13 +132,14 @@ def plan_samples(config: dict, protocol: Protocol, *, will_train: bool = True) -
     else:
         train_suite = get_suite(protocol.train_suite)(config.get("train_suite", {}))
     train_gens, test_gens = protocol.resolve_generators(test_suite.generators(), train_suite.generators())
-    test_all, test_hash = load_suite_samples(test_suite)
+    test_all, test_hash, ignored = load_suite_samples(test_suite)
     if train_suite is test_suite:
         train_all, hashes = test_all, [test_hash]
     else:
         try:
-            train_all, train_hash = load_suite_samples(train_suite)
+            train_all, train_hash, train_ignored = load_suite_samples(train_suite)
             hashes = [train_hash, test_hash]
+            ignored = list(dict.fromkeys(train_ignored + ignored))
         except HarnessError as exc:
             if will_train:
                 raise
@@ -153,7 +157,7 @@ def plan_samples(config: dict, protocol: Protocol, *, will_train: bool = True) -
     warnings = _selection_warnings(test_all, test, test_gens)
     for warning in warnings:
         log.warning(warning)
-    return Plan(train_gens, test_gens, train, val, test, manifest_hash, warnings)
+    return Plan(train_gens, test_gens, train, val, test, manifest_hash, warnings, ignored)
 
 
 def _obtain_weights(detector, config: dict, plan: Plan, run: Run) -> dict[str, Any]:
@@ -320,6 +324,8 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
         "analyses": summaries,
         "analyses_skipped": analyses_skipped,
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
+        # entries under the suite roots the scan did not list (other files, fifos, symlink loops, ...)
+        "ignored": [{"path": path, "reason": reason} for path, reason in plan.ignored],
         "counts": {"train": len(plan.train), "val": len(plan.val), "test": len(plan.test),
                    "scored_test": len(test_df), "from_cache_test": test_df.attrs.get("cached", 0)},
         "score_cache_key": test_df.attrs.get("cache_key"),
@@ -379,6 +385,9 @@ def print_results(results: dict[str, Any], protocol: Protocol) -> None:
               f"worst generator: {summary['worst_generator']} ({100 * summary['worst_acc']:.1f})")
     if results["skipped"]:
         print(f"{len(results['skipped'])} files could not be scored (listed in results.json)")
+    if results.get("ignored"):
+        print(f"{len(results['ignored'])} files or folders under the suite root were not listed "
+              "(each with its reason under 'ignored' in results.json)")
     print(f"run folder: {results['run_dir']}")
 
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from harness import distributed
 from harness.checkpoints import state_digest
-from harness.data import PREPROCESS_FAILED, ImageTransform, PreprocessGuard, SampleDataset, make_loader
+from harness.data import PREPROCESS_FAILED, ImageTransform, PreprocessGuard, SampleDataset, batches, make_loader
 from harness.errors import HarnessError
 from harness.manifest import cache_root
 from harness.runs import autocast
@@ -178,7 +178,7 @@ def _run_model(
     try:
         with torch.no_grad(), autocast(device, enabled=precision == "bf16-autocast"):
             guard = PreprocessGuard()
-            for batch in loader:
+            for batch in batches(loader):
                 guard.update(batch)
                 new = []
                 for index, reason in batch["skipped"]:

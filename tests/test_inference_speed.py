@@ -229,3 +229,42 @@ def test_threads_are_applied_and_recorded(tmp_path, monkeypatch):
                                   "cpus_available": env["hardware"]["cpus_available"], "eval_workers": 0}
     finally:
         torch.set_num_threads(before)
+
+
+class ThreadRecorder(Detector):
+    """Records the intra-op threads its preprocessing runs on."""
+
+    name = "thread-recorder"
+    seen: list[int] = []
+
+    def input_policy(self, train: bool = False) -> InputPolicy:
+        return InputPolicy("center_crop", size=8)
+
+    def preprocess(self, images, *, train=False, generator=None):
+        type(self).seen.append(torch.get_num_threads())
+        return super().preprocess(images, train=train, generator=generator)
+
+    def forward(self, x):
+        type(self).seen.append(-torch.get_num_threads())  # negative: seen by the forward
+        return x.mean(dim=(1, 2, 3))
+
+
+def test_in_process_preprocessing_runs_on_one_thread_and_the_forward_on_all(tmp_path):
+    from harness.scoring import score_samples
+    from harness.suite import Sample
+
+    samples = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((10, 10, 3), i * 40, dtype=np.uint8)).save(path)
+        samples.append(Sample(str(path), i % 2, "g", "test"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ThreadRecorder.seen = []
+        frame = score_samples(ThreadRecorder(), samples, device="cpu", batch_size=2, workers=0, cache_dir=None)
+        assert len(frame) == 5
+        assert sorted(set(ThreadRecorder.seen)) == [-2, 1]  # preprocessing on 1 thread, forward on 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

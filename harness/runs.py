@@ -64,8 +64,16 @@ def thread_settings(config: dict) -> dict[str, Any]:
 
 
 def apply_thread_settings(config: dict) -> dict[str, Any]:
+    """Set :func:`thread_settings`' intra-op threads. Not chosen from the machine's load: the
+    thread count can change the last bits of a float reduction, and a configuration must give
+    the same numbers every time; on a shared, busy machine ``run.threads=1`` is often faster."""
     settings = thread_settings(config)
     torch.set_num_threads(settings["intra_op"])
+    if hasattr(os, "getloadavg") and settings["source"] != "run.threads" and settings["intra_op"] > 1 \
+            and os.getloadavg()[0] > settings["cpus_available"]:
+        log.info("load average %.1f on %d CPUs: other processes compete for them, and %d threads may run "
+                 "slower than --set run.threads=1", os.getloadavg()[0], settings["cpus_available"],
+                 settings["intra_op"])
     return settings
 
 
@@ -126,6 +134,8 @@ def environment(device: torch.device, seed: int, threads: dict[str, Any] | None 
                for info in get_plugins().info.values()}
     hardware = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
                 "cpus_available": available_cpus()}
+    if hasattr(os, "getloadavg"):  # timings of a run on a shared machine are read against its load
+        hardware["load_average"] = [round(x, 2) for x in os.getloadavg()]
     if device.type == "cuda":
         hardware["gpu"] = torch.cuda.get_device_name(device)
         hardware["gpu_count"] = torch.cuda.device_count()

@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import os
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -177,15 +178,22 @@ def _build(suite: Suite, root: Path | None, checksums: bool, path: Path | None) 
         raise HarnessError(f"suite '{suite.name}' found no images under {root}" if root else
                            f"suite '{suite.name}' lists no images")
     sizes = getattr(suite, "file_sizes", None) or {}  # the scan's own stat of each file, where it kept one
-    rows = []
+    rows, not_files = [], []
     for s in samples:
         size = sizes.get(s.path)
         if size is None:
             try:
-                size = os.stat(s.path).st_size
+                st = os.stat(s.path)
             except OSError:
                 size = -1  # listed but gone: decoding reports it; the size column shows it
+            else:
+                if not stat.S_ISREG(st.st_mode):  # a fifo or device named like an image is no zero-byte image
+                    not_files.append([s.path, "not a regular file (a fifo, socket, device or folder)"])
+                    continue
+                size = st.st_size
         rows.append((s.path, s.label, s.generator, s.split, s.pair or "", size, format_of_name(s.path)))
+    if not rows:
+        raise HarnessError(f"suite '{suite.name}' lists no regular files: {not_files[0][0]} is not one")
     table = pd.DataFrame(rows, columns=COLUMNS)
     watch = _watched_paths(suite, root, [r[0] for r in rows] + [r[4] for r in rows if r[4]])
     meta = {
@@ -195,7 +203,7 @@ def _build(suite: Suite, root: Path | None, checksums: bool, path: Path | None) 
         "config": suite.config,
         "scanned_at": started,
         "watch": {str(p): _mtime(p) for p in watch},
-        "ignored": [list(item) for item in getattr(suite, "ignored", [])],
+        "ignored": [list(item) for item in getattr(suite, "ignored", [])] + not_files,
         "count": len(table),
     }
     manifest = Manifest(suite.name, root, table, meta, path, scanned=True)

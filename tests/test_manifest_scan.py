@@ -175,3 +175,16 @@ def test_listed_paths_answer_name_and_stem_as_pathlib(tmp_path, name):
         assert type(str(path)) is str
     else:
         assert listed == [] and suite.ignored == [(str(folder / name), "not an image file name")]
+
+
+def test_a_listed_fifo_is_moved_to_the_ignored_entries(tmp_path, monkeypatch):
+    """A suite that lists paths itself (a CSV manifest) may name a fifo: the manifest does not
+    count it as a zero-byte image."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    write_pairs(tmp_path / "real", tmp_path / "fake", 2, seed=3)
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "list.csv").write_text("path,label\nreal/00000.png,0\nfake/00000.png,1\npipe.png,1\n")
+    manifest = load_manifest(get_plugins().get("suite", "csv")({"root": str(tmp_path / "list.csv")}), refresh=True)
+    assert sorted(manifest.table["path"]) == [str(tmp_path / "fake" / "00000.png"), str(tmp_path / "real" / "00000.png")]
+    assert [str(tmp_path / "pipe.png"), "not a regular file (a fifo, socket, device or folder)"] in \
+        [list(item) for item in manifest.ignored]

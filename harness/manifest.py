@@ -12,6 +12,7 @@ this way: ``refresh=True`` (``harness suite info --refresh``) or checksums catch
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import io
@@ -249,10 +250,26 @@ def _mtime(path: Path) -> int | None:
         return None
 
 
+HASHED_COLUMNS = ["path", "label", "generator", "split", "pair", "size"]
+
+
 def _listing_hash(rel: pd.DataFrame) -> str:
-    """Of the table with paths relative to the root (:func:`_relative`)."""
-    text = rel[["path", "label", "generator", "split", "pair", "size"]].sort_values("path").to_csv(index=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """SHA-256 of the listing's CSV (:data:`HASHED_COLUMNS`, rows sorted by path) of the table with
+    paths relative to the root (:func:`_relative`): the text of ``rel[HASHED_COLUMNS]
+    .sort_values("path").to_csv(index=False)``, ties in the order that sort gives them."""
+    order = rel["path"].to_numpy(dtype=object).argsort(kind="quicksort")  # what sort_values runs
+    return hashlib.sha256(_csv_text(rel, HASHED_COLUMNS, order).encode()).hexdigest()
+
+
+def _csv_text(table: pd.DataFrame, columns: list[str], order=None) -> str:
+    """``table[columns].to_csv(index=False)`` (rows in ``order``), written straight from Python
+    lists with the csv module that pandas writes with: a manifest has millions of rows."""
+    rows = list(zip(*(table[c].tolist() for c in columns)))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows if order is None else (rows[i] for i in order))
+    return buf.getvalue()
 
 
 def _add_checksums(manifest: Manifest) -> None:
@@ -303,7 +320,7 @@ def _write_files(manifest: Manifest) -> None:
     # Level 1: a cache file of a million rows is written in a fraction of level 9's time.
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=1) as gz:
         rel = manifest.relative_table if manifest.relative_table is not None else _relative(manifest.table, manifest.root)
-        gz.write(rel.to_csv(index=False).encode())
+        gz.write(_csv_text(rel, list(rel.columns)).encode())
     # Table first, header last: a header on disk always describes a complete table.
     _atomic_write(manifest.path, buf.getvalue())
     _atomic_write(_header_path(manifest.path), json.dumps(manifest.meta, indent=1, default=str).encode())

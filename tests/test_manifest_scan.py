@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path, PurePath
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -188,3 +189,26 @@ def test_a_listed_fifo_is_moved_to_the_ignored_entries(tmp_path, monkeypatch):
     assert sorted(manifest.table["path"]) == [str(tmp_path / "fake" / "00000.png"), str(tmp_path / "real" / "00000.png")]
     assert [str(tmp_path / "pipe.png"), "not a regular file (a fifo, socket, device or folder)"] in \
         [list(item) for item in manifest.ignored]
+
+
+def test_listing_hash_and_cache_text_are_what_pandas_writes():
+    from harness.manifest import _csv_text, _listing_hash
+
+    names = ['b.png', 'a,comma.png', 'q"uote.png', 'new\nline.png', 'é.png', 'b.png', 'a.png', 'b.png', ' sp.png']
+    frame = pd.DataFrame({
+        "path": names, "label": [i % 2 for i in range(len(names))],
+        "generator": [f"g{i}" for i in range(len(names))],  # duplicates of b.png differ: their order counts
+        "split": ["test"] * len(names), "pair": ["", "x.png", "", "", "", "y,z.png", "", "", ""],
+        "size": list(range(-1, len(names) - 1)), "format": ["PNG"] * len(names),
+    })
+    cols = ["path", "label", "generator", "split", "pair", "size"]
+    want = frame[cols].sort_values("path").to_csv(index=False)
+    assert _listing_hash(frame) == hashlib.sha256(want.encode()).hexdigest()
+    assert _csv_text(frame, list(frame.columns)) == frame.to_csv(index=False)
+    # many ties in a long listing (where numpy's quicksort is not stable): the same order as pandas
+    rng = np.random.default_rng(0)
+    big = pd.DataFrame({"path": [f"p{i}.png" for i in rng.integers(0, 300, 5000)], "label": rng.integers(0, 2, 5000),
+                        "generator": [f"g{i}" for i in range(5000)], "split": "train", "pair": "",
+                        "size": rng.integers(0, 10**6, 5000)})
+    want = big[cols].sort_values("path").to_csv(index=False)
+    assert _listing_hash(big) == hashlib.sha256(want.encode()).hexdigest()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -68,26 +69,29 @@ def main() -> int:
     parser.add_argument("--tree", default=os.path.join(tempfile.gettempdir(), "aigi-bench-manifest-tree"))
     args = parser.parse_args()
     make_tree(args.tree, args.files)
-    os.environ["HARNESS_CACHE_DIR"] = tempfile.mkdtemp(prefix="aigi-bench-manifest-cache-")
+    cache = tempfile.mkdtemp(prefix="aigi-bench-manifest-cache-")
+    os.environ["HARNESS_CACHE_DIR"] = cache
+    try:
+        from harness.manifest import load_manifest
+        from harness.registry import get_suite
 
-    from harness.manifest import load_manifest
-    from harness.registry import get_suite
-
-    suite = get_suite("folder")({"root": args.tree})
-    assert bare_scan(args.tree) == args.files // 10 * 10
-    load_manifest(suite, refresh=True)  # warm the page cache and the imports
-    bare = best(lambda: bare_scan(args.tree), args.repeats)
-    build = best(lambda: load_manifest(suite, refresh=True), args.repeats)
-    time.sleep(2.1)  # a manifest written within 2 s of a folder change is walked again (SETTLE_SECONDS)
-    load_manifest(suite, refresh=True)
-    time.sleep(0.1)
-    read = best(lambda: load_manifest(suite), args.repeats)
-    manifest = load_manifest(suite)
-    print(f"files: {len(manifest.table)}; best of {args.repeats}; load average {os.getloadavg()[0]:.1f}")
-    print(f"bare scandir + stat: {bare:.3f} s")
-    print(f"manifest build (walk, sizes, hash, cache write): {build:.3f} s")
-    print(f"manifest read back from the cache: {read:.3f} s (walked again: {manifest.scanned})")
-    print(f"build / bare: {build / bare:.2f}x (target <= 3)")
+        suite = get_suite("folder")({"root": args.tree})
+        assert bare_scan(args.tree) == args.files // 10 * 10
+        load_manifest(suite, refresh=True)  # warm the page cache and the imports
+        bare = best(lambda: bare_scan(args.tree), args.repeats)
+        build = best(lambda: load_manifest(suite, refresh=True), args.repeats)
+        time.sleep(2.1)  # a manifest written within 2 s of a folder change is walked again (SETTLE_SECONDS)
+        load_manifest(suite, refresh=True)
+        time.sleep(0.1)
+        read = best(lambda: load_manifest(suite), args.repeats)
+        manifest = load_manifest(suite)
+        print(f"files: {len(manifest.table)}; best of {args.repeats}; load average {os.getloadavg()[0]:.1f}")
+        print(f"bare scandir + stat: {bare:.3f} s")
+        print(f"manifest build (walk, sizes, hash, cache write): {build:.3f} s")
+        print(f"manifest read back from the cache: {read:.3f} s (walked again: {manifest.scanned})")
+        print(f"build / bare: {build / bare:.2f}x (target <= 3)")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
     return 0
 
 

@@ -1,7 +1,11 @@
 """The ``harness`` command.
 
 Each module in ``harness/commands/`` adds one subcommand through ``add_parser(subparsers)``
-and sets ``func`` on its parser; a command returns an exit code.
+and sets ``func`` on its parser; a command returns an exit code. Every command module is
+imported to build the parser, also for ``--version`` and ``--help``: keep its top-level imports
+light (argparse, tabulate, ``harness.errors``, ``harness.config``) and import torch, pandas, the
+registry and the pipeline inside the function that runs the command
+(``tests/test_startup_imports.py`` checks).
 """
 
 from __future__ import annotations

@@ -36,6 +36,9 @@ RUN_SETTINGS: dict[str, dict] = {
     "out": {"type": "string"},
     "weights": {"type": ["string", "null"]},
     "compile": {"type": ["boolean", "null"]},
+    # intra-op threads of the forward; default (unset): the CPUs the loader workers leave (harness.runs)
+    "threads": {"oneOf": [{"type": "integer", "minimum": 1}, {"enum": ["auto", None]}],
+                "description": "a whole number >= 1 or auto"},
     "dir": {"type": ["string", "null"]},
     "detector": {"type": ["string", "null"]},
     "suite": {"type": ["string", "null"]},

@@ -9,7 +9,7 @@ the reason, the collate function drops it from the batch and hands it on in
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from PIL import Image
@@ -129,6 +129,27 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
             batch["pair"] = torch.stack([it["pair"] for it in ok])
             batch["has_pair"] = torch.tensor([it["has_pair"] for it in ok], dtype=torch.bool)
     return batch
+
+
+def batches(loader: DataLoader) -> Iterator[dict[str, Any]]:
+    """The batches of ``loader``. Without worker processes the batches are decoded and
+    preprocessed in this process: on one intra-op thread, so that the small tensor ops of a
+    detector's own preprocessing do not wake (and contend with) the thread pool of the forward.
+    Worker processes run one thread each already."""
+    if loader.num_workers > 0:
+        yield from loader
+        return
+    it = iter(loader)
+    while True:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        finally:
+            torch.set_num_threads(threads)
+        yield batch
 
 
 def make_loader(dataset: Dataset, *, batch_size: int, workers: int = 0, shuffle: bool = False,

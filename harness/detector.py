@@ -15,16 +15,19 @@ Conventions every detector follows:
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from harness.config import merge
+from harness.errors import HarnessError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,18 +86,18 @@ class InputPolicy:
         return asdict(self)
 
 
-def _pad_to(x: torch.Tensor, size: int, value: float) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = max(0, size - h), max(0, size - w)
-    if ph == 0 and pw == 0:
-        return x
-    return TF.pad(x, [pw // 2, ph // 2, pw - pw // 2, ph - ph // 2], fill=value)
+def _as_array(img: Image.Image) -> np.ndarray:
+    """A decoded image as an ``[H, W, C]`` uint8 array (a view of Pillow's buffer where it can be)."""
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected an 8-bit image, got mode {img.mode}")
+    return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-def _tile_to(x: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
+def _tile_to(arr: np.ndarray, size: int) -> np.ndarray:
+    h, w = arr.shape[:2]
     reps_h, reps_w = -(-size // h), -(-size // w)
-    return x.repeat(1, reps_h, reps_w) if (reps_h > 1 or reps_w > 1) else x
+    return np.tile(arr, (reps_h, reps_w, 1)) if (reps_h > 1 or reps_w > 1) else arr
 
 
 def _crop_origin(h: int, w: int, size: int, train: bool, generator: torch.Generator | None,
@@ -108,6 +111,14 @@ def _crop_origin(h: int, w: int, size: int, train: bool, generator: torch.Genera
     return top, left
 
 
+def _unit_array(arr: np.ndarray) -> np.ndarray:
+    """``[H, W, C]`` uint8 -> ``[C, H, W]`` float32 in [0, 1], bit for bit what torchvision's
+    ``to_dtype(pil_to_tensor(img), float32, scale=True)`` gives."""
+    out = np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
+    out *= np.float32(1 / 255)  # torchvision multiplies by the float32 reciprocal
+    return out
+
+
 def apply_policy(
     policy: InputPolicy,
     images: list[Image.Image],
@@ -118,29 +129,90 @@ def apply_policy(
     """Apply one policy's geometry to images of the same size, with one shared random draw.
 
     Sharing the draw keeps an image and its paired real image aligned patch for patch.
-    Returns float tensors ``[3, size, size]`` in [0, 1], not normalised.
+    Returns float tensors ``[3, size, size]`` in [0, 1], not normalised. Tiling and cropping
+    work on the 8-bit pixels and only the crop is converted to float, in numpy (no small torch
+    ops that would wake the thread pool the forward needs); padding is the border of the crop.
     """
     size = policy.size
-    if policy.geometry == "native":
-        tensors = [TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True) for img in images]
-        h, w = tensors[0].shape[-2:]
-        return [t[:, : h - h % 2, : w - w % 2].contiguous() for t in tensors]
-    mode = TF.InterpolationMode(policy.interpolation)
+    if policy.geometry in ("resize", "resize_crop"):
+        from torchvision.transforms.v2 import functional as TF  # torchvision takes seconds to import
+
+        mode = TF.InterpolationMode(policy.interpolation)
+        if policy.geometry == "resize":
+            images = [TF.resize(img, [size, size], interpolation=mode) for img in images]
+        else:
+            images = [TF.resize(img, [policy.resize_to], interpolation=mode) for img in images]
+    arrays = [_as_array(img) for img in images]
+    if policy.geometry == "native":  # the whole image, the odd last row / column dropped
+        h, w = arrays[0].shape[:2]
+        return [torch.from_numpy(_unit_array(a[: h - h % 2, : w - w % 2])) for a in arrays]
     if policy.geometry == "resize":
-        images = [TF.resize(img, [size, size], interpolation=mode) for img in images]
-    elif policy.geometry == "resize_crop":
-        images = [TF.resize(img, [policy.resize_to], interpolation=mode) for img in images]
-    tensors = [TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True) for img in images]
-    if policy.geometry != "resize":
+        outs = [_unit_array(a) for a in arrays]
+    else:
         if policy.geometry == "tile_crop":
-            tensors = [_tile_to(t, size) for t in tensors]
-        tensors = [_pad_to(t, size, policy.pad_value / 255.0) for t in tensors]
-        h, w = tensors[0].shape[-2:]
-        top, left = _crop_origin(h, w, size, train, generator, policy.center_rounding)
-        tensors = [t[:, top : top + size, left : left + size] for t in tensors]
+            arrays = [_tile_to(a, size) for a in arrays]
+        h, w = arrays[0].shape[:2]
+        # The crop is placed on the image padded up to ``size``; only the pixels it takes are converted.
+        pad_top, pad_left = max(0, size - h) // 2, max(0, size - w) // 2
+        top, left = _crop_origin(max(h, size), max(w, size), size, train, generator, policy.center_rounding)
+        rows = slice(max(top, pad_top) - pad_top, min(top + size, pad_top + h) - pad_top)
+        cols = slice(max(left, pad_left) - pad_left, min(left + size, pad_left + w) - pad_left)
+        at_row, at_col = max(pad_top - top, 0), max(pad_left - left, 0)
+        outs = []
+        for a in arrays:
+            inside = _unit_array(a[rows, cols])
+            if inside.shape[1:] != (size, size):
+                out = np.full((a.shape[2], size, size), policy.pad_value / 255.0, dtype=np.float32)
+                out[:, at_row : at_row + inside.shape[1], at_col : at_col + inside.shape[2]] = inside
+                inside = out
+            outs.append(inside)
     if train and policy.flip and bool(torch.rand((), generator=generator) < 0.5):
-        tensors = [t.flip(-1) for t in tensors]
-    return [t.contiguous() for t in tensors]
+        outs = [np.ascontiguousarray(a[:, :, ::-1]) for a in outs]
+    return [torch.from_numpy(a) for a in outs]
+
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold each eval-mode batch norm that directly follows a convolution into it, in place.
+
+    The convolution is replaced by torch's ``fuse_conv_bn_eval`` of the two and the batch norm
+    by ``nn.Identity``: exact in eval mode up to float rounding. Which batch norm follows which
+    convolution is read from a ``torch.fx`` trace of the module's forward, and a pair is folded
+    only when the convolution's output feeds that batch norm alone and each is called once; a
+    module whose forward cannot be traced (Python that looks at tensor values or shapes) is
+    searched child by child. Returns how many batch norms were folded.
+    """
+    if not any(isinstance(m, _BATCH_NORMS) for m in module.modules()):
+        return 0
+    try:
+        graph = torch.fx.symbolic_trace(module).graph
+    except Exception:  # noqa: BLE001 - any tracing failure only means: look one level down
+        return sum(fold_batchnorm(child) for child in module.children())
+    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
+    folded = 0
+    for node in graph.nodes:
+        if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+            continue
+        source = node.args[0]
+        if not isinstance(source, torch.fx.Node) or source.op != "call_module":
+            continue
+        bn, conv = module.get_submodule(node.target), module.get_submodule(source.target)
+        if not (isinstance(bn, _BATCH_NORMS) and isinstance(conv, _CONVS)) or bn.training or conv.training:
+            continue
+        if bn.running_mean is None or len(source.users) != 1 or calls[node.target] != 1 or calls[source.target] != 1:
+            continue
+        _replace_submodule(module, source.target, fuse_conv_bn_eval(conv, bn))
+        _replace_submodule(module, node.target, nn.Identity())
+        folded += 1
+    return folded
+
+
+def _replace_submodule(root: nn.Module, target: str, new: nn.Module) -> None:
+    parent, _, name = target.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, new)
 
 
 def _config_hint(path: Path, config: dict[str, Any]) -> str:
@@ -190,10 +262,31 @@ class Detector(nn.Module):
     #: Keep 4-D weights in NHWC memory: convolutional models run faster so (oneDNN on CPU,
     #: tensor cores on CUDA); the values, checkpoints and hashes are unchanged.
     channels_last: ClassVar[bool] = False
+    #: Set by :meth:`fold_batchnorm`: the digest of the weights before folding, which the
+    #: score caches keep using as the model's identity (None: the weights are not folded).
+    unfolded_weights_digest: str | None = None
 
     def __init__(self, config: dict[str, Any] | None = None):
         super().__init__()
         self.config = merge(copy.deepcopy(self.defaults), config or {})
+
+    def fold_batchnorm(self) -> int:
+        """For inference only: switch to eval mode and fold batch norms into the convolutions
+        before them (:func:`fold_batchnorm`). The score-cache key stays that of the unfolded
+        weights; a folded detector refuses to train. Returns how many were folded."""
+        from harness.checkpoints import state_digest
+
+        digest = self.unfolded_weights_digest or state_digest(self)
+        folded = fold_batchnorm(self.eval())
+        if folded:
+            self.unfolded_weights_digest = digest
+        return folded
+
+    def train(self, mode: bool = True) -> "Detector":
+        if mode and self.unfolded_weights_digest:
+            raise HarnessError(f"detector '{self.name}' has its batch norms folded for inference and cannot be "
+                               "trained: build it again (eval.fuse = false keeps them unfolded)")
+        return super().train(mode)
 
     def place(self, device: torch.device | str) -> "Detector":
         """Move to ``device`` in the memory format the model runs fastest in."""
@@ -216,8 +309,9 @@ class Detector(nn.Module):
         policy = self.input_policy(False)
         if policy.mean is None:
             return x
-        mean = torch.tensor(policy.mean, device=x.device, dtype=x.dtype).view(3, 1, 1)
-        std = torch.tensor(policy.std, device=x.device, dtype=x.dtype).view(3, 1, 1)
+        # x.new_tensor (x's dtype and device) keeps this traceable by torch.fx (fold_batchnorm)
+        mean = x.new_tensor(policy.mean).view(3, 1, 1)
+        std = x.new_tensor(policy.std).view(3, 1, 1)
         return (x - mean) / std
 
     # -- model -----------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
-from scipy.ndimage import gaussian_filter
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,8 @@ def blur_jpeg(
         return float(p) > 0 and float(torch.rand((), generator=generator)) < float(p)
 
     if happens(blur_prob):
+        from scipy.ndimage import gaussian_filter  # scipy loads only where it is used
+
         lo, hi = (float(s) for s in blur_sigma)
         sigma = lo + (hi - lo) * float(torch.rand((), generator=generator))
         images = [Image.fromarray(gaussian_filter(np.array(img), sigma=(sigma, sigma, 0))) for img in images]
@@ -78,13 +79,22 @@ def blur_jpeg(
     return images
 
 
+def name_suffix(name: str) -> str:
+    """``pathlib.PurePath(name).suffix``, by string operations (manifests read millions of names)."""
+    base = name.rstrip("/").rpartition("/")[2]
+    dot = base.rfind(".")
+    return base[dot:] if 0 < dot < len(base) - 1 else ""
+
+
 def is_image_name(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+    base = name.rstrip("/").rpartition("/")[2]  # name_suffix, inlined: called once per file of a scan
+    dot = base.rfind(".")
+    return 0 < dot < len(base) - 1 and base[dot:].lower() in IMAGE_EXTENSIONS
 
 
 def format_of_name(name: str) -> str:
     """The format a file name claims (``JPEG``, ``PNG``, ...), from its extension alone."""
-    suffix = Path(name).suffix.lower()
+    suffix = name_suffix(name).lower()
     return _FORMAT_OF_EXTENSION.get(suffix, suffix.lstrip(".").upper() or "none")
 
 

@@ -12,24 +12,28 @@ this way: ``refresh=True`` (``harness suite info --refresh``) or checksums catch
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import io
 import json
 import logging
 import os
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 
 from harness.checkpoints import sha256_file
 from harness.errors import HarnessError
 from harness.images import check_file, format_of_name
 from harness.suite import Sample, Suite
+
+if TYPE_CHECKING:  # pandas loads where it is used: 'harness list' imports this module
+    import pandas as pd
 
 # 2: the suite readers record folders they do not read, take the folder suite's split from any path
 # component, and the header watches every folder a scan read; manifests written before are walked again.
@@ -60,6 +64,8 @@ class Manifest:
     path: Path | None = None
     #: True when this load walked the tree (False: read back from the cache).
     scanned: bool = False
+    #: ``table`` with paths relative to the root, as hashed and written (kept from the build).
+    relative_table: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @property
     def samples(self) -> list[Sample]:
@@ -165,20 +171,32 @@ def load_samples(suite: Suite, *, refresh: bool = False, checksums: bool = False
 
 
 def _build(suite: Suite, root: Path | None, checksums: bool, path: Path | None) -> Manifest:
+    import pandas as pd
+
     started = time.time()
     samples = list(suite.scan())
     if not samples:
         raise HarnessError(f"suite '{suite.name}' found no images under {root}" if root else
                            f"suite '{suite.name}' lists no images")
-    rows = []
+    sizes = getattr(suite, "file_sizes", None) or {}  # the scan's own stat of each file, where it kept one
+    rows, not_files = [], []
     for s in samples:
-        try:
-            size = os.stat(s.path).st_size
-        except OSError:
-            size = -1  # listed but gone: decoding reports it; the size column shows it
+        size = sizes.get(s.path)
+        if size is None:
+            try:
+                st = os.stat(s.path)
+            except OSError:
+                size = -1  # listed but gone: decoding reports it; the size column shows it
+            else:
+                if not stat.S_ISREG(st.st_mode):  # a fifo or device named like an image is no zero-byte image
+                    not_files.append([s.path, "not a regular file (a fifo, socket, device or folder)"])
+                    continue
+                size = st.st_size
         rows.append((s.path, s.label, s.generator, s.split, s.pair or "", size, format_of_name(s.path)))
+    if not rows:
+        raise HarnessError(f"suite '{suite.name}' lists no regular files: {not_files[0][0]} is not one")
     table = pd.DataFrame(rows, columns=COLUMNS)
-    watch = _watched_paths(suite, root, table)
+    watch = _watched_paths(suite, root, [r[0] for r in rows] + [r[4] for r in rows if r[4]])
     meta = {
         "schema": SCHEMA,
         "suite": suite.name,
@@ -186,21 +204,22 @@ def _build(suite: Suite, root: Path | None, checksums: bool, path: Path | None) 
         "config": suite.config,
         "scanned_at": started,
         "watch": {str(p): _mtime(p) for p in watch},
-        "ignored": [list(item) for item in getattr(suite, "ignored", [])],
+        "ignored": [list(item) for item in getattr(suite, "ignored", [])] + not_files,
         "count": len(table),
     }
     manifest = Manifest(suite.name, root, table, meta, path, scanned=True)
-    manifest.meta["hash"] = _listing_hash(table, root)
+    manifest.relative_table = _relative(table, root)
+    manifest.meta["hash"] = _listing_hash(manifest.relative_table)
     if checksums:
         _add_checksums(manifest)
     return manifest
 
 
-def _watched_paths(suite: Suite, root: Path | None, table: pd.DataFrame) -> list[Path]:
+def _watched_paths(suite: Suite, root: Path | None, files: list[str]) -> list[Path]:
     """Every folder the scan read (``suite.visited``: generator, split and class folders, empty
-    ones too), every folder holding a listed file, the folders up to the root, and the
-    suite's own files."""
-    folders = {os.path.dirname(p) for p in table["path"]} | {os.path.dirname(p) for p in table["pair"] if p}
+    ones too), every folder holding one of ``files`` (the samples and their pairs), the folders
+    up to the root, and the suite's own files."""
+    folders = {_dirname(head) for head in {p[: p.rfind(os.sep) + 1] for p in files}}
     folders |= {str(p) for p in getattr(suite, "visited", None) or ()}
     watched: set[Path] = set()
     for folder in folders:
@@ -216,6 +235,14 @@ def _watched_paths(suite: Suite, root: Path | None, table: pd.DataFrame) -> list
     return sorted(watched)
 
 
+def _dirname(head: str) -> str:
+    """``os.path.dirname`` of any path whose part up to its last separator is ``head`` (so that
+    a million files cost a million slices, and only each folder one call)."""
+    if head and head != os.sep * len(head):
+        head = head.rstrip(os.sep)
+    return head
+
+
 def _mtime(path: Path) -> int | None:
     try:
         return os.stat(path).st_mtime_ns
@@ -223,10 +250,26 @@ def _mtime(path: Path) -> int | None:
         return None
 
 
-def _listing_hash(table: pd.DataFrame, root: Path | None) -> str:
-    rel = _relative(table, root)
-    text = rel[["path", "label", "generator", "split", "pair", "size"]].sort_values("path").to_csv(index=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+HASHED_COLUMNS = ["path", "label", "generator", "split", "pair", "size"]
+
+
+def _listing_hash(rel: pd.DataFrame) -> str:
+    """SHA-256 of the listing's CSV (:data:`HASHED_COLUMNS`, rows sorted by path) of the table with
+    paths relative to the root (:func:`_relative`): the text of ``rel[HASHED_COLUMNS]
+    .sort_values("path").to_csv(index=False)``, ties in the order that sort gives them."""
+    order = rel["path"].to_numpy(dtype=object).argsort(kind="quicksort")  # what sort_values runs
+    return hashlib.sha256(_csv_text(rel, HASHED_COLUMNS, order).encode()).hexdigest()
+
+
+def _csv_text(table: pd.DataFrame, columns: list[str], order=None) -> str:
+    """``table[columns].to_csv(index=False)`` (rows in ``order``), written straight from Python
+    lists with the csv module that pandas writes with: a manifest has millions of rows."""
+    rows = list(zip(*(table[c].tolist() for c in columns)))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows if order is None else (rows[i] for i in order))
+    return buf.getvalue()
 
 
 def _add_checksums(manifest: Manifest) -> None:
@@ -238,6 +281,7 @@ def _add_checksums(manifest: Manifest) -> None:
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         manifest.table["sha256"] = list(pool.map(digest, manifest.table["path"], chunksize=64))
+    manifest.relative_table = None  # it lacks the new column
 
 
 # -- cache file ------------------------------------------------------------------------------
@@ -253,8 +297,8 @@ def _relative(table: pd.DataFrame, root: Path | None) -> pd.DataFrame:
     def rel(p: str) -> str:
         return p[len(prefix):] if p.startswith(prefix) else p
 
-    out["path"] = [rel(p) for p in out["path"]]
-    out["pair"] = [rel(p) if p else "" for p in out["pair"]]
+    out["path"] = [rel(p) for p in out["path"].tolist()]
+    out["pair"] = [rel(p) if p else "" for p in out["pair"].tolist()]
     return out
 
 
@@ -262,8 +306,9 @@ def _absolute(table: pd.DataFrame, root: Path | None) -> pd.DataFrame:
     if root is None:
         return table
     base = str(root)
-    table["path"] = [p if os.path.isabs(p) else os.path.join(base, p) for p in table["path"]]
-    table["pair"] = [("" if not p else p if os.path.isabs(p) else os.path.join(base, p)) for p in table["pair"]]
+    table["path"] = [p if os.path.isabs(p) else os.path.join(base, p) for p in table["path"].tolist()]
+    table["pair"] = [("" if not p else p if os.path.isabs(p) else os.path.join(base, p))
+                     for p in table["pair"].tolist()]
     return table
 
 
@@ -272,8 +317,10 @@ def _write_files(manifest: Manifest) -> None:
         return
     manifest.path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
-        gz.write(_relative(manifest.table, manifest.root).to_csv(index=False).encode())
+    # Level 1: a cache file of a million rows is written in a fraction of level 9's time.
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=1) as gz:
+        rel = manifest.relative_table if manifest.relative_table is not None else _relative(manifest.table, manifest.root)
+        gz.write(_csv_text(rel, list(rel.columns)).encode())
     # Table first, header last: a header on disk always describes a complete table.
     _atomic_write(manifest.path, buf.getvalue())
     _atomic_write(_header_path(manifest.path), json.dumps(manifest.meta, indent=1, default=str).encode())
@@ -290,6 +337,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _read_if_fresh(suite: Suite, root: Path, path: Path) -> Manifest | None:
+    import pandas as pd
+
     header = _header_path(path)
     try:
         meta = json.loads(header.read_text())

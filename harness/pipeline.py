@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from harness.metrics import check_direction, evaluate, metrics_frame, missing_cl
 from harness.registry import get_analysis, get_detector, get_suite
 from harness.protocols import Protocol, protocol_layer
 from harness.reports import write_result
-from harness.runs import Run, run_folder_writes, seed_everything, select_device, start_run
+from harness.runs import Run, default_workers, run_folder_writes, seed_everything, select_device, start_run
 from harness.scoring import PRECISIONS, default_cache_dir, effective_precision, score_samples
 from harness.shortcuts import match_classes, per_format_metrics, reencoder
 from harness.suite import Sample
@@ -76,8 +75,9 @@ def resolve(args, extra_overrides: list[str] | None = None) -> tuple[dict, Proto
     return config, protocol
 
 
-def load_suite_samples(suite) -> tuple[list[Sample], str]:
-    """A suite's samples through the manifest cache, and the manifest's hash.
+def load_suite_samples(suite) -> tuple[list[Sample], str, list[tuple[str, str]]]:
+    """A suite's samples through the manifest cache, the manifest's hash, and the entries under
+    its root that the scan did not list, with the reason (``(path, reason)``).
 
     Rank 0 walks (or builds) the suite and writes the cache first; the other ranks then read it.
     """
@@ -86,7 +86,7 @@ def load_suite_samples(suite) -> tuple[list[Sample], str]:
     distributed.barrier()
     if not distributed.is_main_process():
         manifest = load_manifest(suite)
-    return manifest.samples, manifest.hash
+    return manifest.samples, manifest.hash, manifest.ignored
 
 
 @dataclass
@@ -101,6 +101,8 @@ class Plan:
     manifest_hash: str
     #: What the user should know about the selection (left-out images, one-class generators).
     warnings: list[str] = field(default_factory=list)
+    #: (path, reason) of every file and folder under the suites' roots that the scan did not list.
+    ignored: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _selection_warnings(test_all: list[Sample], test: list[Sample], test_gens: list[str]) -> list[str]:
@@ -151,13 +153,14 @@ def plan_samples(config: dict, protocol: Protocol, *, will_train: bool = True) -
     train_gens, test_gens = protocol.resolve_generators(test_suite.generators(), train_suite.generators(),
                                                         test_info=test_suite.generator_info(),
                                                         train_info=train_suite.generator_info())
-    test_all, test_hash = load_suite_samples(test_suite)
+    test_all, test_hash, ignored = load_suite_samples(test_suite)
     if train_suite is test_suite:
         train_all, hashes = test_all, [test_hash]
     else:
         try:
-            train_all, train_hash = load_suite_samples(train_suite)
+            train_all, train_hash, train_ignored = load_suite_samples(train_suite)
             hashes = [train_hash, test_hash]
+            ignored = list(dict.fromkeys(train_ignored + ignored))
         except HarnessError as exc:
             if will_train:
                 raise
@@ -175,7 +178,7 @@ def plan_samples(config: dict, protocol: Protocol, *, will_train: bool = True) -
     warnings = _selection_warnings(test_all, test, test_gens)
     for warning in warnings:
         log.warning(warning)
-    return Plan(train_gens, test_gens, train, val, test, manifest_hash, warnings)
+    return Plan(train_gens, test_gens, train, val, test, manifest_hash, warnings, ignored)
 
 
 def _obtain_weights(detector, config: dict, plan: Plan, run: Run) -> dict[str, Any]:
@@ -232,6 +235,18 @@ def check_compile(config: dict, device) -> None:
                            "bf16 copy of the model: drop one of the two")
 
 
+def prepare_for_inference(detector, config: dict) -> None:
+    """Before scoring and analyses: fold batch norms into the convolutions before them
+    (``eval.fuse``, on by default; exact in eval mode, same score-cache key), then
+    ``run.compile``. Training is over by then: a folded detector refuses to train."""
+    if config.get("eval", {}).get("fuse", True):
+        folded = detector.fold_batchnorm()
+        if folded:
+            log.info("folded %d batch norms into their convolutions for inference (eval.fuse = false: keep them)",
+                     folded)
+    compile_for_inference(detector, config)
+
+
 def compile_for_inference(detector, config: dict) -> None:
     """``run.compile``: torch.compile the detector's forward in place, for scoring and analyses
     (in place, so its state dict, and with it every cache key, stays the same)."""
@@ -251,6 +266,7 @@ EVAL_SETTINGS: dict[str, dict] = {
     "bootstrap": {"type": "integer", "minimum": 1},
     "reencode": {"type": ["string", "null"], "description": "jpeg:Q, webp:Q or png"},
     "match": {"type": "boolean"},
+    "fuse": {"type": "boolean"},
 }
 
 
@@ -259,7 +275,7 @@ def _eval_settings(config: dict) -> dict[str, Any]:
     cache_dir = None if ev.get("cache", True) is False else Path(ev.get("cache_dir") or default_cache_dir())
     return {
         "batch_size": int(ev.get("batch_size", config.get("train", {}).get("batch_size", 64))),
-        "workers": int(ev.get("workers", min(4, os.cpu_count() or 1))),
+        "workers": int(ev.get("workers", default_workers())),
         "cache_dir": cache_dir,
         "precision": str(ev.get("precision", "fp32")),
     }
@@ -330,6 +346,7 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
     skipped = {name: reason for name, cls in analyses if (reason := cls.skip_reason(detector_cls))}
     analyses = [(name, cls) for name, cls in analyses if name not in skipped]
     distributed.init_from_env(select_device(str(config["run"].get("device", "auto"))))
+    config["eval"].setdefault("workers", default_workers())  # recorded in config.json as chosen
     run = _start(config, label or f"{detector_name}-{protocol.name}")
     main = distributed.is_main_process()
     try:
@@ -343,7 +360,7 @@ def execute(config: dict, protocol: Protocol, *, label: str | None = None) -> di
         seed_everything(run.seed)
         detector = detector_cls(config["detector"])
         weights = _obtain_weights(detector, config, plan, run)
-        compile_for_inference(detector, config)
+        prepare_for_inference(detector, config)
         settings = _eval_settings(config)
         settings.update(control_scoring)
         test_df = score_samples(detector, plan.test, device=run.device, desc="test", **settings)
@@ -424,6 +441,8 @@ def _report(config, protocol, plan, run, detector, weights, test_df, val_df, ana
         "analyses": summaries,
         "analyses_skipped": analyses_skipped,
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
+        # entries under the suite roots the scan did not list (other files, fifos, symlink loops, ...)
+        "ignored": [{"path": path, "reason": reason} for path, reason in plan.ignored],
         "counts": {"train": len(plan.train), "val": len(plan.val), "test": len(plan.test),
                    "scored_test": len(test_df), "from_cache_test": test_df.attrs.get("cached", 0)},
         # Reported beside reproduced, for a registry checkpoint with numbers for this protocol.
@@ -498,6 +517,9 @@ def print_results(results: dict[str, Any], protocol: Protocol) -> None:
         print(tabulate(rows, headers=["generator", "reported", "reproduced"], floatfmt=".2f", missingval="-"))
     if results["skipped"]:
         print(f"{len(results['skipped'])} files could not be scored (listed in results.json)")
+    if results.get("ignored"):
+        print(f"{len(results['ignored'])} files or folders under the suite root were not listed "
+              "(each with its reason under 'ignored' in results.json)")
     print(f"run folder: {results['run_dir']}")
 
 

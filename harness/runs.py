@@ -29,6 +29,54 @@ TRACKED_PACKAGES = (
 )
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which a container or taskset narrows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """``eval.workers`` when it is not set: no worker processes on 2 CPUs or fewer, where a
+    worker takes a core from the forward and in-process preprocessing is cheap (numpy, no
+    torch ops); else half the CPUs, at most 4."""
+    cpus = available_cpus() if cpus is None else cpus
+    return 0 if cpus <= 2 else min(4, cpus // 2)
+
+
+def thread_settings(config: dict) -> dict[str, Any]:
+    """Intra-op threads of the forward: ``run.threads``, else ``$OMP_NUM_THREADS``, else the
+    CPUs left over by the data-loader workers (each worker runs one thread)."""
+    cpus = available_cpus()
+    workers = int(config.get("eval", {}).get("workers", default_workers(cpus)))
+    requested = config.get("run", {}).get("threads")
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if requested not in (None, "auto"):
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise HarnessError(f"run.threads must be a whole number >= 1 or \"auto\", got {requested!r}")
+        threads, source = requested, "run.threads"
+    elif env.isdigit() and int(env) >= 1:
+        threads, source = int(env), "OMP_NUM_THREADS"
+    else:
+        threads, source = max(1, cpus - workers), "available CPUs less eval.workers"
+    return {"intra_op": threads, "source": source, "cpus_available": cpus, "eval_workers": workers}
+
+
+def apply_thread_settings(config: dict) -> dict[str, Any]:
+    """Set :func:`thread_settings`' intra-op threads. Not chosen from the machine's load: the
+    thread count can change the last bits of a float reduction, and a configuration must give
+    the same numbers every time; on a shared, busy machine ``run.threads=1`` is often faster."""
+    settings = thread_settings(config)
+    torch.set_num_threads(settings["intra_op"])
+    if hasattr(os, "getloadavg") and settings["source"] != "run.threads" and settings["intra_op"] > 1 \
+            and os.getloadavg()[0] > settings["cpus_available"]:
+        log.info("load average %.1f on %d CPUs: other processes compete for them, and %d threads may run "
+                 "slower than --set run.threads=1", os.getloadavg()[0], settings["cpus_available"],
+                 settings["intra_op"])
+    return settings
+
+
 def config_hash(config: dict) -> str:
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
@@ -73,7 +121,7 @@ def git_revision(path: Path | None = None) -> str | None:
         return None
 
 
-def environment(device: torch.device, seed: int) -> dict[str, Any]:
+def environment(device: torch.device, seed: int, threads: dict[str, Any] | None = None) -> dict[str, Any]:
     packages = {}
     for name in TRACKED_PACKAGES:
         try:
@@ -84,7 +132,10 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
 
     plugins = {info.name: {"distribution": info.distribution, "version": info.version, "broken": info.broken}
                for info in get_plugins().info.values()}
-    hardware = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count()}
+    hardware = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
+                "cpus_available": available_cpus()}
+    if hasattr(os, "getloadavg"):  # timings of a run on a shared machine are read against its load
+        hardware["load_average"] = [round(x, 2) for x in os.getloadavg()]
     if device.type == "cuda":
         hardware["gpu"] = torch.cuda.get_device_name(device)
         hardware["gpu_count"] = torch.cuda.device_count()
@@ -97,6 +148,8 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
         "hardware": hardware,
         "seed": seed,
         "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "threads": threads,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -185,6 +238,7 @@ def start_run(config: dict, label: str, is_main_process: bool = True, outside: l
     seed = int(run_cfg.get("seed", 0))
     device = select_device(str(run_cfg.get("device", "auto")))
     seed_everything(seed)
+    threads = apply_thread_settings(config)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     run_dir = Path(run_cfg.get("dir") or Path(run_cfg.get("out", "runs")) / f"{stamp}-{label}-{config_hash(config)}")
     run = Run(dir=run_dir, config=config, device=device, seed=seed)
@@ -201,7 +255,7 @@ def start_run(config: dict, label: str, is_main_process: bool = True, outside: l
                 raise HarnessError(f"run folder {run_dir} is a file, not a folder")
             run_dir.mkdir(parents=True, exist_ok=True)
             run.write_json("config.json", config)
-            run.write_json("environment.json", environment(device, seed))
+            run.write_json("environment.json", environment(device, seed, threads))
             handler = logging.FileHandler(run_dir / "log.txt")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)

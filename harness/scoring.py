@@ -19,20 +19,22 @@ import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from harness import distributed
 from harness.checkpoints import state_digest
-from harness.data import PREPROCESS_FAILED, ImageTransform, PreprocessGuard, SampleDataset, make_loader
+from harness.data import PREPROCESS_FAILED, ImageTransform, PreprocessGuard, SampleDataset, batches, make_loader
 from harness.errors import HarnessError
 from harness.manifest import cache_root
 from harness.runs import autocast
 from harness.suite import Sample
+
+if TYPE_CHECKING:  # pandas loads where it is used: 'harness list' imports this module
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ def model_key(detector, *, precision: str, transform_key: str | None = None) -> 
         "detector": detector.name,
         "config": detector.config,
         "input_policy": detector.input_policy(False).to_dict(),
-        "weights_state_sha256": state_digest(detector),
+        # a detector with folded batch norms keeps the key of its unfolded weights
+        "weights_state_sha256": getattr(detector, "unfolded_weights_digest", None) or state_digest(detector),
         "precision": precision,
         "transform": transform_key,
     }
@@ -213,7 +216,7 @@ def _run_model(
     try:
         with torch.no_grad(), autocast(device, enabled=precision == "bf16-autocast"):
             guard = PreprocessGuard()
-            for batch in loader:
+            for batch in batches(loader):
                 guard.update(batch)
                 new = []
                 for index, reason in batch["skipped"]:
@@ -292,6 +295,8 @@ def score_samples(
 
 
 def _score(detector, samples, *, device, batch_size, workers, cache_dir, transform, transform_key, precision, desc):
+    import pandas as pd
+
     main = distributed.is_main_process()
     ingredients = model_key(detector, precision=precision, transform_key=transform_key) if cache_dir else None
     cache = ScoreCache(cache_dir, ingredients) if cache_dir else None

@@ -63,7 +63,7 @@ from tqdm import tqdm
 
 from harness import distributed
 from harness.checkpoints import save_checkpoint, sha256_file
-from harness.data import PreprocessGuard, SampleDataset, make_loader
+from harness.data import PreprocessGuard, SampleDataset, batches, make_loader
 from harness.errors import HarnessError
 from harness.runs import autocast, seed_everything
 from harness.suite import Sample
@@ -226,7 +226,7 @@ def validation_logits(detector, samples: Sequence[Sample], *, device: torch.devi
     detector.eval()
     rows, skipped = [], []
     try:
-        for batch in loader:
+        for batch in batches(loader):
             skipped += [(samples[i].path, reason) for i, reason in batch["skipped"]]
             if "x" not in batch:
                 continue
@@ -480,7 +480,7 @@ def train(
         steps_done = start_micro // accum
         micro = start_micro
         optimizer.zero_grad(set_to_none=True)
-        bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{epochs}", leave=False,
+        bar = tqdm(batches(loader), desc=f"train epoch {epoch + 1}/{epochs}", leave=False,
                    disable=not distributed.is_main_process(), initial=start_micro, total=micro_per_epoch)
         guard = PreprocessGuard()
         for batch in bar:

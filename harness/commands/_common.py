@@ -6,7 +6,6 @@ import argparse
 import logging
 
 from harness import config as cfg
-from harness.registry import get_detector, get_plugins, get_suite
 
 log = logging.getLogger("harness")
 
@@ -32,6 +31,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, detector_required: bool =
 def resolve_config(args, suite_name: str | None = None, profile: str | None = None, layer: dict | None = None) -> dict:
     """Plugin defaults < detector profile < ``layer`` (a benchmark protocol file) < --config file
     < --set overrides < explicit flags."""
+    from harness.registry import get_detector, get_plugins, get_suite
+
     detector_cls = get_detector(args.detector) if getattr(args, "detector", None) else None
     suite_cls = get_suite(suite_name or args.suite)
     file_config = cfg.load_toml(args.config) if args.config else None

@@ -36,6 +36,7 @@ def run(args) -> int:
     detector_name = config["run"]["detector"]
     if reason := analysis_cls.skip_reason(get_detector(detector_name)):
         raise HarnessError(f"analysis '{args.name}' does not apply: {reason}")
+    config["eval"].setdefault("workers", pipeline.default_workers())  # recorded in config.json as chosen
     run_ = pipeline._start(config, f"analyze-{args.name}-{detector_name}-{protocol.name}")
     try:
         pipeline.check_compile(config, run_.device)
@@ -45,7 +46,7 @@ def run(args) -> int:
             raise HarnessError(f"benchmark '{protocol.name}' has no {args.split} images to analyse")
         detector = get_detector(detector_name)(config["detector"])
         weights = pipeline._obtain_weights(detector, config, plan, run_)
-        pipeline.compile_for_inference(detector, config)
+        pipeline.prepare_for_inference(detector, config)
         detector.place(run_.device).eval()
         analysis = analysis_cls(config.get("analyses", {}).get(args.name, {}))
         context = AnalysisContext(detector=detector, samples=samples, device=run_.device,

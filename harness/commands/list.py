@@ -8,8 +8,6 @@ from tabulate import tabulate
 
 from harness.config import load_toml
 from harness.errors import HarnessError
-from harness.protocols import available_benchmarks
-from harness.registry import KINDS, get_plugins
 
 PLURAL = {"detectors": "detector", "suites": "suite", "analyses": "analysis"}
 
@@ -27,6 +25,8 @@ def one_line(description: str, width: int = 96) -> str:
 
 
 def run(args) -> int:
+    from harness.registry import KINDS, get_plugins
+
     if args.kind == "benchmarks":
         return list_benchmarks()
     plugins = get_plugins()
@@ -48,6 +48,8 @@ def run(args) -> int:
 
 def list_benchmarks() -> int:
     """Benchmark protocols (``--suite NAME``), with the file each one is read from."""
+    from harness.protocols import available_benchmarks
+
     rows = []
     for name, path in sorted(available_benchmarks().items()):
         try:

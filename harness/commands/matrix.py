@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from tabulate import tabulate
 
 from harness.commands._common import add_run_arguments
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def add_parser(subparsers) -> None:
@@ -81,6 +84,8 @@ def run(args) -> int:
 
 def _diagonal_marked(table: pd.DataFrame) -> pd.DataFrame:
     """Mark the in-distribution cells (train = test generator) with a star for the printed table."""
+    import pandas as pd
+
     shown = table.astype(object)
     for gen in table.index:
         if gen in table.columns and pd.notna(table.loc[gen, gen]):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from harness.registry import ALLOW_LIST_ENV, allow_list, get_plugins
-
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("plugins", help="show loaded plugins, their versions and origins")
@@ -13,6 +11,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from harness.registry import ALLOW_LIST_ENV, allow_list, get_plugins
+
     plugins = get_plugins()
     rows = []
     for info in sorted(plugins.info.values(), key=lambda i: i.name):

@@ -7,15 +7,17 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from tabulate import tabulate
 
 from harness import config as cfg
 from harness.errors import HarnessError
-from harness.manifest import Manifest, load_manifest, verify
-from harness.registry import get_suite
-from harness.shortcuts import DEFAULT_PER_GROUP
+
+if TYPE_CHECKING:  # pandas and the manifest load only when a command runs (harness --help stays fast)
+    import pandas as pd
+
+    from harness.manifest import Manifest
 
 SHOW = 20  # file lists longer than this are cut, with a count of the rest
 
@@ -35,9 +37,10 @@ def add_parser(subparsers) -> None:
     common(info)
     info.add_argument("--refresh", action="store_true", help="walk the tree again even if the manifest looks current")
     info.add_argument("--checksums", action="store_true", help="add SHA-256 of every file to the manifest")
-    info.add_argument("--per-group", type=int, default=DEFAULT_PER_GROUP, metavar="N",
+    # default None: harness.shortcuts.DEFAULT_PER_GROUP, read when the command runs (the module imports pandas)
+    info.add_argument("--per-group", type=int, default=None, metavar="N",
                       help="file headers read per generator, split and class for the shortcut checks (a stable "
-                           f"choice; default {DEFAULT_PER_GROUP}; 0: all)")
+                           "choice; default 1000; 0: all)")
     info.set_defaults(func=run_info)
 
     check = actions.add_parser("verify", help="decode every file (in parallel) and list the unreadable ones")
@@ -56,6 +59,8 @@ def add_parser(subparsers) -> None:
 
 
 def make_suite(args):
+    from harness.registry import get_suite
+
     suite_cls = get_suite(args.name)
     file_config = cfg.load_toml(args.config) if args.config else None
     resolved = cfg.resolve(suite_defaults=suite_cls.defaults, file_config=file_config, overrides=args.overrides,
@@ -88,6 +93,8 @@ def counts_table(table: pd.DataFrame, generators: list[str]) -> pd.DataFrame:
 
 def format_mix(table: pd.DataFrame) -> pd.DataFrame:
     """Per class and format: file count, share of the class, median and mean size in KiB."""
+    import pandas as pd
+
     rows = []
     for label, group in table.groupby("label"):
         for fmt, sub in group.groupby("format"):
@@ -118,12 +125,13 @@ def shortcut_warnings(table: pd.DataFrame) -> list[str]:
     return warnings
 
 
-def print_shortcuts(manifest: Manifest, generators: list[str], per_group: int) -> None:
+def print_shortcuts(manifest: Manifest, generators: list[str], per_group: int | None) -> None:
     """Per generator and class: format, JPEG quality, dimensions, size; a warning per generator
     that one of them separates; and the metadata-only baseline's accuracy."""
     from harness.plugins.analyses.metadata_baseline import solvability
-    from harness.shortcuts import class_table, metadata_table, select, separability_warnings
+    from harness.shortcuts import DEFAULT_PER_GROUP, class_table, metadata_table, select, separability_warnings
 
+    per_group = DEFAULT_PER_GROUP if per_group is None else per_group
     samples = select(manifest.samples, per_group)
     meta = metadata_table(samples, progress=sys.stderr.isatty())
     readable = meta[meta["error"].isna()]
@@ -154,6 +162,8 @@ def _print_header(suite, manifest: Manifest) -> None:
 
 
 def run_info(args) -> int:
+    from harness.manifest import load_manifest
+
     suite = make_suite(args)
     manifest = load_manifest(suite, refresh=args.refresh, checksums=args.checksums)
     table = manifest.table
@@ -172,7 +182,7 @@ def run_info(args) -> int:
     for line in shortcut_warnings(table):
         print(f"warning: {line}")
     print()
-    print_shortcuts(manifest, suite.generators(), args.per_group)
+    print_shortcuts(manifest, suite.generators(), args.per_group)  # None: the module's default
     problems = [(p, "zero-byte file") for p in table.loc[table["size"] == 0, "path"]]
     problems += [(p, "listed but missing") for p in table.loc[table["size"] < 0, "path"]]
     last = manifest.last_verify()
@@ -199,6 +209,8 @@ def run_info(args) -> int:
 
 
 def run_verify(args) -> int:
+    from harness.manifest import load_manifest, verify
+
     suite = make_suite(args)
     if args.against:
         return _verify_against(suite, args.against)
@@ -228,6 +240,8 @@ def _verify_against(suite, spec: str) -> int:
     fingerprint = fingerprints.load(spec)
     if fingerprint["suite"] != suite.name:
         raise HarnessError(f"fingerprint {spec} describes suite '{fingerprint['suite']}', not '{suite.name}'")
+    from harness.manifest import load_manifest
+
     manifest = load_manifest(suite)
     _print_header(suite, manifest)
     result = fingerprints.compare(manifest.table, manifest.root, fingerprint)
@@ -270,6 +284,7 @@ def _disk_usage(root: Path) -> tuple[int, int]:
 
 
 def run_build(args) -> int:
+    from harness.manifest import load_manifest
     from harness.plugins.suites.mini import MARKER, MiniSuite
 
     if args.name != "mini":

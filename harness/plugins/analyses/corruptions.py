@@ -15,22 +15,23 @@ import io
 import logging
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageFilter
 
 from harness import hookimpl
 from harness.images import jpeg_roundtrip
 from harness.analysis import Analysis, AnalysisContext, AnalysisResult
 from harness.errors import HarnessError
-from harness.metrics import binary_metrics
 from harness.scoring import PRECISIONS, score_samples
 from harness.plugins.analyses.tde import (CACHE_DIR_SETTING, analysis_workers, cache_dir_for, generator_order,
                                          skipped_table, stable_subsample)
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # pandas loads where it is used: 'harness list' imports this module
+    import pandas as pd
 
 KINDS = ("jpeg", "blur", "resize")
 #: Degradation chains, each with its own identity point ``<kind> none`` and its own figure panel.
@@ -215,6 +216,8 @@ def chain_levels(kind: str, values: list, seed: int = 0) -> list[Level]:
 
 
 def metrics_rows(frame: pd.DataFrame, level: Level, generators: list[str]) -> list[dict[str, Any]]:
+    from harness.metrics import binary_metrics
+
     rows = []
     for generator in generators + ["all"]:
         part = frame if generator == "all" else frame[frame.generator == generator]
@@ -259,6 +262,8 @@ class CorruptionsAnalysis(Analysis):
     }
 
     def run(self, context: AnalysisContext) -> AnalysisResult:
+        import pandas as pd
+
         cfg = self.config
         samples = stable_subsample(context.samples, cfg["max_per_group"], cfg["seed"])
         generators = generator_order(samples)
@@ -307,11 +312,15 @@ class CorruptionsAnalysis(Analysis):
 
 
 def _round(value) -> float | None:
+    import pandas as pd
+
     return None if value is None or pd.isna(value) else round(float(value), 6)
 
 
 def mean_accuracy_table(per_generator: pd.DataFrame) -> pd.DataFrame:
     """Per condition: mean accuracy over generators (mAcc), its worst generator, pooled acc and AUC."""
+    import pandas as pd
+
     rows = []
     for condition, group in per_generator.groupby("condition", sort=False):
         gens = group[group.generator != "all"]

@@ -11,12 +11,10 @@ Definitions: ``docs/analyses.md``.
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
-from sklearn.metrics import accuracy_score, recall_score
 
 from harness import hookimpl
 from harness.analysis import Analysis, AnalysisContext, AnalysisResult
@@ -36,6 +34,9 @@ from harness.plugins.analyses.tde import (
     stable_subsample,
     variant_batch_size,
 )
+
+if TYPE_CHECKING:  # pandas loads where it is used: 'harness list' imports this module
+    import pandas as pd
 
 
 def random_cells(key: str, seed: int, n: int) -> np.ndarray:
@@ -106,6 +107,8 @@ def forward_masked(detector, x: torch.Tensor, image_index: torch.Tensor, masks: 
 
 def recall_and_accuracy(labels: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
     """Recall on fakes and accuracy at logit 0 (NaN recall without fakes)."""
+    from sklearn.metrics import accuracy_score, recall_score
+
     predicted = (logits >= 0).astype(int)
     recall = recall_score(labels, predicted, pos_label=FAKE, zero_division=np.nan) if (labels == FAKE).any() else np.nan
     return float(recall), float(accuracy_score(labels, predicted))
@@ -151,6 +154,8 @@ class MaskingAnalysis(Analysis):
         return grid_skip_reason(detector_cls)
 
     def run(self, context: AnalysisContext) -> AnalysisResult:
+        import pandas as pd
+
         cfg = self.config
         detector, device = context.detector, context.device
         m = resolve_grid(detector, cfg["grid"])
@@ -290,6 +295,8 @@ class MaskingAnalysis(Analysis):
 
 
 def _round(value) -> float | None:
+    import pandas as pd
+
     return None if value is None or pd.isna(value) else round(float(value), 6)
 
 
@@ -298,6 +305,8 @@ def _round(value) -> float | None:
 def random_tables(frame: pd.DataFrame, clean: pd.DataFrame, generators: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per ratio (mean and std over seeds) and per generator x ratio (means over seeds); the
     decline is relative to the recall of the unmasked inputs (``clean``) of the same images."""
+    import pandas as pd
+
     def per_seed(rows: pd.DataFrame, clean_rows: pd.DataFrame) -> pd.DataFrame:
         recall_0 = recall_and_accuracy(clean_rows.label.to_numpy(), clean_rows.logit.to_numpy())[0]
         out = []
@@ -327,6 +336,8 @@ def random_tables(frame: pd.DataFrame, clean: pd.DataFrame, generators: list[str
 def square_tables(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per square size: mean over positions, the worst single position over the dataset, and
     each image under its own worst square; plus the per-image worst squares."""
+    import pandas as pd
+
     rows = []
     for (size, side), group in frame.groupby(["size", "side_px"], sort=True):
         labels = group.label.to_numpy()
@@ -347,6 +358,8 @@ def square_tables(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def targeted_table(frame: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
     """Recall and accuracy with the top-k vs the bottom-k cells by TDE masked."""
+    import pandas as pd
+
     clean = clean[clean.path.isin(frame.path)]
     recall_0 = recall_and_accuracy(clean.label.to_numpy(), clean.logit.to_numpy())[0]
     rows = []

@@ -14,10 +14,9 @@ import math
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -28,6 +27,9 @@ from harness.patchgrid import grid_skip_reason, apply_masks, grid_masks, resolve
 from harness.runs import autocast
 from harness.scoring import default_cache_dir, model_key, stamp
 from harness.suite import FAKE, REAL, Sample
+
+if TYPE_CHECKING:  # pandas loads where it is used: 'harness list' imports this module
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ def patch_statistics(tde: np.ndarray, active_fraction: float = 0.1) -> pd.DataFr
     The distribution statistics use p = max(TDE, 0) / sum(max(TDE, 0)); a map without any
     positive TDE has no such distribution, and those statistics are NaN for it.
     """
+    import pandas as pd
+
     t = np.asarray(tde, dtype=np.float64).reshape(len(tde), -1)
     n = t.shape[1]
     pos = np.clip(t, 0.0, None)
@@ -114,6 +118,8 @@ def patch_statistics(tde: np.ndarray, active_fraction: float = 0.1) -> pd.DataFr
 
 def aggregate(per_image: pd.DataFrame, generators: list[str]) -> pd.DataFrame:
     """Mean of every statistic per generator x class, plus an ``all`` row per class."""
+    import pandas as pd
+
     frames = []
     for generator, group in [(g, per_image[per_image.generator == g]) for g in generators] + [("all", per_image)]:
         for label, rows in group.groupby("label"):
@@ -204,6 +210,8 @@ def compute_tde(detector, samples: list[Sample], *, device: torch.device, m: int
     Returns the decodable samples as a frame (path, generator, split, label, logit), their maps
     ``[N, m, m]`` in the same order, and the skipped files ``(path, reason)``.
     """
+    import pandas as pd
+
     precision = "bf16-autocast" if (amp and device.type == "cuda") else "fp32"
     key = model_key(detector, precision=precision, transform_key=f"tde(grid={m}, fill={fill!r})")["key"]
     cache = TDECache(cache_dir, key)
@@ -328,6 +336,8 @@ def pick_examples(frame: pd.DataFrame, generators: list[str], count: int) -> lis
 
 
 def skipped_table(skipped: list[tuple[str, str]]) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame(skipped, columns=["path", "reason"])
 
 
@@ -401,6 +411,8 @@ class TDEAnalysis(Analysis):
         return grid_skip_reason(detector_cls)
 
     def run(self, context: AnalysisContext) -> AnalysisResult:
+        import pandas as pd
+
         cfg = self.config
         detector = context.detector
         m = resolve_grid(detector, cfg["grid"])
@@ -439,6 +451,8 @@ class TDEAnalysis(Analysis):
 
 def summarise(per_image: pd.DataFrame, m: int, fill: float, skipped: int) -> dict[str, Any]:
     """The few numbers that go into results.json (fake images only: PPL's object)."""
+    import pandas as pd
+
     fakes = per_image[per_image.label == FAKE]
 
     def mean(col, rows=fakes):

@@ -22,7 +22,6 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.nn import functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from harness import hookimpl
 from harness.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputPolicy
@@ -91,6 +90,8 @@ def reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of ``[C, H, W]`` with scipy's kernel extent (truncate = 4 sigma)."""
+    from torchvision.transforms.v2 import functional as TF
+
     radius = min(int(4.0 * sigma + 0.5), min(x.shape[-2:]) - 1)
     if sigma <= 0 or radius < 1:
         return x
@@ -99,6 +100,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     """Round-trip ``[3, H, W]`` in [0, 1] through an 8-bit JPEG of the given quality (PIL)."""
+    from torchvision.transforms.v2 import functional as TF
+
     arr = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
@@ -249,6 +252,8 @@ class IPDNet(Detector):
 
     def preprocess(self, images, *, train: bool = False, generator: torch.Generator | None = None):
         """Pad, crop, resize; in training also blur, JPEG and flip. One draw shared by all images."""
+        from torchvision.transforms.v2 import functional as TF
+
         cfg = self.config
         pad, crop, size = int(cfg["pad"]), int(cfg["crop"]), int(cfg["size"])
         tensors = [TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True) for img in images]

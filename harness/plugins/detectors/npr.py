@@ -19,8 +19,6 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.nn import functional as F
-from torchvision.models.resnet import Bottleneck
-from torchvision.transforms.v2 import functional as TF
 
 from harness import hookimpl
 from harness.checkpoints import check_state_fits, load_state, strip_prefix
@@ -42,6 +40,8 @@ def npr_residual(x: torch.Tensor) -> torch.Tensor:
 
 def bottleneck_stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
     """One ResNet-50 stage (torchvision ``Bottleneck`` blocks, torchvision/official key names)."""
+    from torchvision.models.resnet import Bottleneck
+
     out = planes * Bottleneck.expansion
     downsample = None
     if stride != 1 or inplanes != out:
@@ -72,6 +72,8 @@ def square_resize_crop(
     images: list[Image.Image], load: int, crop: int, flip: bool, generator: torch.Generator | None
 ) -> list[torch.Tensor]:
     """The official training geometry: Resize((load, load)), RandomCrop(crop), random h-flip."""
+    from torchvision.transforms.v2 import functional as TF
+
     tensors = [TF.resize(TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True), [load, load], antialias=True)
                for img in images]
     top = int(torch.randint(0, load - crop + 1, (1,), generator=generator))

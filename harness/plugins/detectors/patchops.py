@@ -22,7 +22,6 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.nn import functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from harness.checkpoints import check_state_fits, checkpoint_meta, sha256_file
 from harness.errors import HarnessError
@@ -130,6 +129,8 @@ def content_generator(image: torch.Tensor, seed: int) -> torch.Generator:
 
 def to_uint8_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> ``[3, H, W]`` uint8 tensor."""
+    from torchvision.transforms.v2 import functional as TF
+
     return TF.pil_to_tensor(image.convert("RGB"))
 
 

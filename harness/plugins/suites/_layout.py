@@ -12,7 +12,9 @@ folders that lead back into the walk (other symlinked folders are followed).
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
+import stat
 from pathlib import Path
 from typing import Callable, ClassVar
 
@@ -31,6 +33,39 @@ NO_CLASS_FOLDERS = "no class folders (0_real/1_fake, real/fake, nature/ai) insid
 Ignore = Callable[[str, str], None]
 #: ``visit(folder)``: records a folder whose listing the scan depends on (``TreeSuite.visit``).
 Visit = Callable[[Path], None]
+
+
+class ImagePath(str):
+    """A listed image's path: a plain ``str`` that also answers ``name`` and ``stem`` as
+    ``pathlib`` does, without building a ``Path`` per file (GenImage has over a million)."""
+
+    __slots__ = ()
+
+    @property
+    def name(self) -> str:
+        return self.rpartition(os.sep)[2]
+
+    @property
+    def stem(self) -> str:
+        name = self.name
+        dot = name.rfind(".")
+        return name[:dot] if 0 < dot < len(name) - 1 else name
+
+
+_entry_name = operator.attrgetter("name")
+
+
+def _path_order(path: str) -> list[str]:
+    """Sort key giving ``pathlib``'s order (component by component) for plain strings."""
+    return path.split(os.sep)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a fifo"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def label_of_dir(name: str) -> int | None:
@@ -177,12 +212,15 @@ class TreeSuite(Suite):
         self.ignored: list[tuple[str, str]] = []
         #: Every folder the last scan listed (the manifest is stale when one of them changes).
         self.visited: set[str] = set()
+        #: Byte size of every file :meth:`images` listed, from its one ``stat``.
+        self.file_sizes: dict[str, int] = {}
         self._ignored_seen: set[tuple[str, str]] = set()
 
     def begin_scan(self) -> None:
         """Forget what the previous scan recorded."""
         self.ignored = []
         self.visited = set()
+        self.file_sizes = {}
         self._ignored_seen = set()
 
     def ignore(self, path, reason: str) -> None:
@@ -235,46 +273,73 @@ class TreeSuite(Suite):
         return HarnessError(f"suite '{self.name}': {problem}. Expected layout: {self.layout}. "
                             f"Found: {describe(look_in or root)}")
 
-    def images(self, folder: Path) -> list[Path]:
-        """Image files under ``folder`` (recursively), sorted; other files go to ``ignored``.
+    def images(self, folder: Path) -> list[ImagePath]:
+        """Image files under ``folder`` (recursively), sorted as paths; other entries go to ``ignored``.
 
-        Symlinked folders are followed; one that leads back to a folder of this walk (or to
-        a folder that contains it) is recorded and not entered again. Folders that cannot
-        be listed are recorded.
+        Read with ``os.scandir``: each file costs one ``stat``, whose size is kept in
+        :attr:`file_sizes` for the manifest. Symlinked folders are followed; one that leads back
+        to a folder of this walk (or to a folder that contains it) is recorded and not entered
+        again. Folders that cannot be listed, and image-named entries that are not regular files
+        (a fifo, a socket, a device, a broken link), are recorded with the reason.
         """
-        found: list[Path] = []
+        found: list[ImagePath] = []
         ancestors = _ancestor_keys(folder)
         seen = set(ancestors)
 
-        def unlistable(exc: OSError) -> None:
-            self.ignore(exc.filename or str(folder), f"cannot list this folder: {exc.strerror or exc}")
-
-        for dirpath, dirnames, filenames in os.walk(folder, onerror=unlistable, followlinks=True):
+        def walk(dirpath: str) -> None:
+            try:
+                with os.scandir(dirpath) as it:
+                    entries = sorted(it, key=_entry_name)
+            except OSError as exc:
+                self.ignore(exc.filename or dirpath, f"cannot list this folder: {exc.strerror or exc}")
+                return
             self.visit(dirpath)
-            keep = []
-            for name in sorted(d for d in dirnames if not d.startswith(".")):
-                sub = os.path.join(dirpath, name)
+            subdirs, files = [], []
+            for entry in entries:
                 try:
-                    st = os.stat(sub)
+                    is_dir = entry.is_dir()  # follows symlinks
+                except OSError:
+                    is_dir = False
+                (subdirs if is_dir else files).append(entry)
+            keep = []
+            for entry in subdirs:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    st = entry.stat()
                 except OSError as exc:
-                    self.ignore(sub, f"cannot read this folder: {exc.strerror or exc}")
+                    self.ignore(entry.path, f"cannot read this folder: {exc.strerror or exc}")
                     continue
                 key = (st.st_dev, st.st_ino)
                 if key in ancestors:
-                    self.ignore(sub, "symlink loop: leads to a folder that contains it; not followed")
+                    self.ignore(entry.path, "symlink loop: leads to a folder that contains it; not followed")
                 elif key in seen:
-                    self.ignore(sub, "second path to a folder already read (symlink); not read twice")
+                    self.ignore(entry.path, "second path to a folder already read (symlink); not read twice")
                 else:
                     seen.add(key)
-                    keep.append(name)
-            dirnames[:] = keep
-            for name in sorted(filenames):
-                path = os.path.join(dirpath, name)
-                if is_image_name(name):
-                    found.append(Path(path))
-                else:
-                    self.ignore(path, "not an image file name")
-        found.sort()
+                    keep.append(entry.path)
+            for entry in files:
+                if not is_image_name(entry.name):
+                    self.ignore(entry.path, "not an image file name")
+                    continue
+                try:
+                    st = entry.stat()  # follows symlinks
+                except OSError as exc:
+                    self.ignore(entry.path, f"cannot read this file: {exc.strerror or exc}")
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    self.ignore(entry.path, f"not a regular file ({_file_kind(st.st_mode)})")
+                    continue
+                found.append(ImagePath(entry.path))
+                self.file_sizes[entry.path] = st.st_size
+            nested.extend(keep)
+            for sub in keep:
+                walk(sub)
+
+        nested: list[str] = []
+        walk(os.fspath(folder))
+        if nested:  # one folder's files come out in name order already
+            found.sort(key=_path_order)
         return found
 
     def listed_generators(self) -> list[str]:

@@ -6,8 +6,6 @@ import textwrap
 
 from tabulate import tabulate
 
-from harness import weights
-
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("weights", help="published checkpoints: list, pull, import, verify, path")
@@ -32,6 +30,8 @@ def add_parser(subparsers) -> None:
 
 
 def run_list(args) -> int:
+    from harness import weights  # imports torch: only when an action runs
+
     entries = [e for e in weights.registry().values() if not args.detector or e.detector == args.detector]
     if not args.details:
         rows = [{k: textwrap.shorten(str(v), 48, placeholder="…") for k, v in row.items()}
@@ -57,20 +57,28 @@ def run_list(args) -> int:
 
 
 def run_pull(args) -> int:
+    from harness import weights  # imports torch: only when an action runs
+
     print(weights.pull(args.name))
     return 0
 
 
 def run_import(args) -> int:
+    from harness import weights  # imports torch: only when an action runs
+
     print(weights.import_file(args.file, args.name))
     return 0
 
 
 def run_verify(args) -> int:
+    from harness import weights  # imports torch: only when an action runs
+
     print(weights.verify(args.file))
     return 0
 
 
 def run_path(args) -> int:
+    from harness import weights  # imports torch: only when an action runs
+
     print(weights.path(args.name))
     return 0

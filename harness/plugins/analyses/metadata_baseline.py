@@ -13,21 +13,16 @@ protocol's ``analyses`` list) and inside ``harness suite info``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import accuracy_score, balanced_accuracy_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder
 
 from harness import hookimpl
 from harness.analysis import Analysis, AnalysisContext, AnalysisResult
-from harness.shortcuts import metadata_table, select
 from harness.suite import Sample
+
+if TYPE_CHECKING:  # pandas and scikit-learn load when the baseline runs (harness list stays fast)
+    import pandas as pd
 
 NUMERIC = ["jpeg_quality", "width", "height", "log2_size"]
 
@@ -35,6 +30,8 @@ NUMERIC = ["jpeg_quality", "width", "height", "log2_size"]
 def features(meta: pd.DataFrame) -> pd.DataFrame:
     """The classifier's inputs: format (one-hot), JPEG quality (-1 for other formats), width,
     height, log2 of the byte size."""
+    import pandas as pd
+
     return pd.DataFrame({
         "format": meta["format"].fillna("none").astype(str),
         "jpeg_quality": meta["jpeg_quality"].astype("float64").fillna(-1.0),
@@ -45,6 +42,11 @@ def features(meta: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_classifier(seed: int = 0):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
     encode = ColumnTransformer([("format", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["format"])],
                                remainder="passthrough")
     return make_pipeline(encode, RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=seed,
@@ -56,6 +58,8 @@ def _readable(meta: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scores(labels, predicted) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
     labels, predicted = np.asarray(labels), np.asarray(predicted)
     both = len(set(labels.tolist())) == 2
     return {"n": int(labels.size), "acc": float(accuracy_score(labels, predicted)),
@@ -79,6 +83,9 @@ def solvability(meta: pd.DataFrame, generators: Sequence[str] | None = None, see
     """Per generator: the baseline's test accuracy when trained on that generator's train split;
     where a generator lacks a train or test split of both classes, stratified k-fold
     cross-validated accuracy over all its files instead (``method`` says which)."""
+    import pandas as pd
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
     meta = _readable(meta)
     rows = []
     for generator in generators or list(dict.fromkeys(meta["generator"])):
@@ -109,8 +116,11 @@ class MetadataBaselineAnalysis(Analysis):
     defaults: dict[str, Any] = {"max_per_group": 0, "seed": 0}  # 0: every file
 
     def run(self, context: AnalysisContext) -> AnalysisResult:
+        import pandas as pd
+
         from harness.pipeline import plan_samples
         from harness.protocols import Protocol
+        from harness.shortcuts import metadata_table, select
 
         section = dict(context.config["protocol"])
         protocol = Protocol.from_config(section, name=section.get("name") or "run")

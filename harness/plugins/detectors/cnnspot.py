@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from harness import hookimpl
 from harness.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputPolicy, apply_policy
@@ -116,6 +115,8 @@ class CNNSpot(Detector):
     def preprocess(self, images, *, train: bool = False, generator: torch.Generator | None = None):
         if not train:
             return super().preprocess(images, train=False, generator=generator)
+        from torchvision.transforms.v2 import functional as TF  # torchvision takes seconds to import
+
         # Official order: resize, then blur/JPEG, then crop and flip.
         policy = self.input_policy(True)
         resized = [TF.resize(img, [policy.resize_to]) for img in images]  # torchvision Resize(256) on PIL

@@ -152,6 +152,20 @@ def _before_hub(family: str, name: str, tag, repo: str | None, filenames: tuple[
                        "detector.backbone_weights=PATH (or detector.pretrained='none' for random weights on purpose)")
 
 
+def _timm_weights_source(name: str, pretrained, weights) -> tuple[Path | str | None, bool]:
+    """``(weights file, use the hub)`` for a timm model: a local file wins; hub weights are decided by
+    :func:`_before_hub` before anything is built (a stored registry file, the cache, or one clear offline error)."""
+    use_hub = weights is None and pretrained not in _RANDOM
+    if use_hub:
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(name)
+        weights = _before_hub("timm", name, pretrained, getattr(cfg, "hf_hub_id", None),
+                              ("model.safetensors", "pytorch_model.bin"))
+        use_hub = weights is None
+    return weights, use_hub
+
+
 def _check_weights_file(weights) -> Path:
     path = Path(weights)
     if not path.is_file():
@@ -302,14 +316,7 @@ def _timm_vit(name: str, *, pretrained, weights, image_size: int | None,
     else:
         if not timm.is_model(name.split(".")[0]):
             raise HarnessError(f"unknown timm model '{name}'; see timm.list_models()")
-        use_hub = weights is None and pretrained not in _RANDOM
-        if use_hub:
-            from timm.models import get_pretrained_cfg
-
-            cfg = get_pretrained_cfg(name)
-            weights = _before_hub("timm", name, pretrained, getattr(cfg, "hf_hub_id", None),
-                                  ("model.safetensors", "pytorch_model.bin"))
-            use_hub = weights is None
+        weights, use_hub = _timm_weights_source(name, pretrained, weights)
         try:
             model = timm.create_model(name, pretrained=use_hub, **kwargs)
         except Exception as exc:
@@ -478,7 +485,7 @@ def build_feature_model(spec: str, *, pretrained: str | None = "default", weight
 
     if not timm.is_model(name.split(".")[0]):
         raise HarnessError(f"unknown timm model '{name}'; see timm.list_models()")
-    use_hub = weights is None and pretrained not in _RANDOM
+    weights, use_hub = _timm_weights_source(name, pretrained, weights)
     kwargs: dict[str, Any] = {**(model_kwargs or {}), "num_classes": 0}
     if image_size:
         kwargs["img_size"] = image_size

@@ -59,8 +59,9 @@ def resolve(args, extra_overrides: list[str] | None = None) -> tuple[dict, Proto
     protocol = Protocol.from_config(early.get("protocol", {}), name=name, path=path)
     args = copy.copy(args)
     args.overrides = overrides
-    if protocol.weights and not getattr(args, "weights", None):
-        args.weights = protocol.weights  # a reproduction protocol scores its official checkpoint
+    # A reproduction protocol scores its official checkpoint unless --weights, --set or --config names another.
+    if protocol.weights and not getattr(args, "weights", None) and not (early.get("run") or {}).get("weights"):
+        args.weights = protocol.weights
     config = resolve_config(args, suite_name=protocol.suite, profile=protocol.profile, layer=layer)
     if protocol.profile and config["run"]["profile"] is None:
         log.warning("detector '%s' has no '%s' profile: the protocol runs with its full recipe",

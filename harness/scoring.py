@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import os
 import socket
 import uuid
@@ -178,7 +179,11 @@ def _cache_entry(line: str) -> tuple | None:
     except (ValueError, TypeError, KeyError):
         return None
     ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (size, mtime))
-    number = logit is None or (isinstance(logit, (int, float)) and not isinstance(logit, bool) and np.isfinite(logit))
+    try:  # a huge JSON integer overflows a float: not a logit the harness wrote
+        number = logit is None or (isinstance(logit, (int, float)) and not isinstance(logit, bool)
+                                   and math.isfinite(float(logit)))
+    except OverflowError:
+        return None
     if not (isinstance(path, str) and ints and number and (error is None or isinstance(error, str))):
         return None
     if logit is None and error is None:

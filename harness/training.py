@@ -110,7 +110,7 @@ TRAIN_SETTINGS: dict[str, dict] = {
     "max_steps_per_epoch": {"type": ["integer", "null"], "minimum": 1},
     "save_every_steps": {"type": ["integer", "null"], "minimum": 0},
     "stop_after_steps": {"type": ["integer", "null"], "minimum": 1},
-    "resume": {"type": ["string", "boolean"], "description": "auto, false or the path of a last.safetensors"},
+    "resume": {"type": ["string", "boolean"], "description": "auto, false, a run folder or its checkpoints/last.manifest.json"},
     "lr": {"type": "number", "minimum": 0},
     "weight_decay": {"type": "number", "minimum": 0},
     "betas": {"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},

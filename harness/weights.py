@@ -200,13 +200,19 @@ def _record_path(entry: Checkpoint) -> Path:
     return entry_dir(entry) / "record.json"
 
 
-def stored_record(entry: Checkpoint) -> dict | None:
-    """What the store knows of an entry's file (``file``, ``sha256``, ``trust``, ``source``), or None."""
+def _read_record(entry: Checkpoint) -> dict | None:
+    """The store's record of an entry, whether or not its file is still there."""
     try:
         record = json.loads(_record_path(entry).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or not (entry_dir(entry) / str(record.get("file", ""))).is_file():
+    return record if isinstance(record, dict) else None
+
+
+def stored_record(entry: Checkpoint) -> dict | None:
+    """What the store knows of an entry's file (``file``, ``sha256``, ``trust``, ``source``), or None."""
+    record = _read_record(entry)
+    if record is None or not (entry_dir(entry) / str(record.get("file", ""))).is_file():
         return None
     return record
 
@@ -222,6 +228,13 @@ def path(name: str) -> Path:
     found = stored_path(entry)
     if found is None:
         raise HarnessError(f"checkpoint '{name}' is not in the store ({entry_dir(entry)}): {how_to_get(entry)}")
+    # The file is used under the entry's name: it must still be the one that was checked when it was stored.
+    expected, origin = _expected_sha(entry)
+    expected = expected or stored_record(entry).get("sha256")
+    seen = sha256_file(found)
+    if expected and seen != expected:
+        raise HarnessError(f"the stored file of '{name}' ({found}) has sha256 {seen}, not {expected} "
+                           f"({origin or 'recorded when it was stored'}): it changed; pull or import it again")
     return found
 
 
@@ -249,7 +262,7 @@ def _expected_sha(entry: Checkpoint) -> tuple[str | None, str]:
     first file stored for it (trust on first use), else none."""
     if entry.sha256:
         return entry.sha256, "the registry"
-    record = stored_record(entry)
+    record = _read_record(entry)  # kept when the file is deleted: trust on first use is not reset by it
     if record and record.get("trust") == "first-use":
         return record["sha256"], f"the file first stored for it ({record.get('source')})"
     return None, ""

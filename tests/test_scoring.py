@@ -315,7 +315,8 @@ def test_malformed_cache_lines_are_skipped_counted_and_rescored(tmp_path, caplog
     lines = part.read_text().splitlines()
     first = json.loads(lines[0])
     bad = [json.dumps({"path": 5}), "[1, 2]", "not json", json.dumps({**first, "size": "big"}),
-           json.dumps({**first, "logit": None, "error": None}), '"just a string"', "null"]
+           json.dumps({**first, "logit": None, "error": None}), '"just a string"', "null",
+           json.dumps({**first, "logit": None})[:-1].replace('"logit": null', '"logit": ' + "9" * 400) + "}"]
     part.write_text("\n".join(bad[:4] + lines[1:] + bad[4:]) + "\n")  # the first image's good line is gone
     TinyResidualDetector.calls = 0
     with caplog.at_level("WARNING", logger="harness.scoring"):

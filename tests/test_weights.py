@@ -211,6 +211,13 @@ def test_an_entry_without_a_hash_is_trusted_on_first_use(server, store, monkeypa
     with pytest.raises(HarnessError, match="the file first stored for it"):
         weights.import_file(other, "test:w")
     assert got.read_bytes() == data
+    assert weights.path("test:w") == got
+    got.write_bytes(other.read_bytes())  # the stored file changed behind the store's back
+    with pytest.raises(HarnessError, match="it changed; pull or import it again"):
+        weights.path("test:w")
+    got.unlink()  # deleting the file does not reset trust on first use
+    with pytest.raises(HarnessError, match="the file first stored for it"):
+        weights.import_file(other, "test:w")
 
 
 def test_a_download_without_a_hash_that_is_no_checkpoint_is_deleted(server, store, monkeypatch, tmp_path):

@@ -58,3 +58,16 @@ def test_a_backbone_in_the_store_is_loaded_from_it_offline(store, tmp_path, monk
     x = torch.rand(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.allclose(vit.model.forward_features(x), reference.eval().forward_features(x), atol=1e-6)
+
+
+def test_offline_generic_timm_detector_fails_before_building_anything(store, monkeypatch):
+    import timm
+
+    from harness.backbones import build_feature_model
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model must not be built (or downloaded) when offline with nothing cached")
+
+    monkeypatch.setattr(timm, "create_model", no_build)
+    with pytest.raises(HarnessError, match=r"offline \(HF_HUB_OFFLINE is set\).*timm resnet18"):
+        build_feature_model("timm:resnet18")

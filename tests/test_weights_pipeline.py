@@ -106,3 +106,18 @@ def test_a_harness_checkpoint_of_another_detector_is_refused(env):
                                       "--set", f"suite.root={env / 'data'}"])
     with pytest.raises(HarnessError, match="trained for detector 'npr', not 'ssp': pass --detector npr"):
         pipeline.resolve(args)
+
+
+def test_local_files_of_the_training_machine_that_are_not_here_fall_back_to_the_default(env, caplog):
+    from harness.commands._common import apply_weights
+
+    det = TinyResidualDetector({"size": 16})
+    path = save_checkpoint(env / "w.safetensors", det.checkpoint_state(),
+                           {**det.config, "backbone_weights": "/elsewhere/clip.safetensors",
+                            "feature_cache_dir": str(env)})
+    config = {"run": {"weights": str(path)}, "detector": {"size": 32, "backbone_weights": None}}
+    with caplog.at_level(logging.WARNING):
+        apply_weights(config, TinyResidualDetector, {})
+    assert config["detector"]["size"] == 16 and config["detector"]["backbone_weights"] is None
+    assert config["detector"]["feature_cache_dir"] == str(env)  # a path that exists here is kept
+    assert "detector.backbone_weights=/elsewhere/clip.safetensors, which is not on this machine" in caplog.text

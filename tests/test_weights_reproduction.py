@@ -89,3 +89,19 @@ def test_npr_native_geometry_drops_an_odd_last_row_and_column():
     assert x.shape == (3, 22, 34)  # height 22 kept, width 35 -> 34
     assert torch.allclose(x[:, 0, 0], torch.tensor([10, 20, 30]) / 255.0)
     assert npr(x[None]).shape == (1,)
+
+
+def test_weights_given_with_set_win_over_the_protocols_checkpoint(env):
+    from argparse import Namespace
+
+    from harness.pipeline import resolve
+
+    mine = env / "mine.safetensors"
+    det = TinyResidualDetector()
+    save_checkpoint(mine, det.checkpoint_state(), det.config)
+    args = Namespace(detector="tiny-residual", suite="tiny-repro", config=None, device=None, out=None, seed=None,
+                     weights=None, compile=None, overrides=[f"run.weights={mine}", f"suite.root={env / 'data'}"])
+    config, _ = resolve(args)
+    assert config["run"]["weights"] == str(mine) and not config["run"].get("weights_entry")
+    config, _ = resolve(Namespace(**{**vars(args), "overrides": [f"suite.root={env / 'data'}"]}))
+    assert config["run"]["weights_entry"] == "tiny-residual:official"  # nothing given: the protocol's

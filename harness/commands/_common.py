@@ -86,6 +86,7 @@ def apply_weights(config: dict, detector_cls, user_detector: dict) -> None:
             raise HarnessError(f"checkpoint {value} was trained for detector '{meta['detector']}', not "
                                f"'{detector_cls.name}': pass --detector {meta['detector']}")
         saved = meta.get("config") or {}
+    saved = _without_foreign_paths(saved)
     conflicts = [f"detector.{k}={v!r} (checkpoint: {saved[k]!r})" for k, v in sorted(user_detector.items())
                  if k in saved and cfg.merge({k: saved[k]}, {k: v}) != {k: saved[k]}]
     if conflicts:
@@ -93,3 +94,18 @@ def apply_weights(config: dict, detector_cls, user_detector: dict) -> None:
                     "; ".join(conflicts))
     config["run"]["weights_conflicts"] = conflicts
     config["detector"] = cfg.merge(cfg.merge(config["detector"], saved), user_detector)
+
+
+def _without_foreign_paths(saved: dict) -> dict:
+    """The checkpoint's settings less the local files of the machine it was trained on that are not here
+    (``backbone_weights``, ``feature_cache_dir``, ...): each falls back to this machine's default, and says so."""
+    import os
+
+    kept = {}
+    for key, value in saved.items():
+        if isinstance(value, str) and os.path.isabs(value) and not os.path.exists(value):
+            log.warning("the checkpoint was made with detector.%s=%s, which is not on this machine: using the "
+                        "default (give it with --set detector.%s=PATH)", key, value, key)
+            continue
+        kept[key] = value
+    return kept

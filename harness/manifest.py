@@ -256,8 +256,10 @@ HASHED_COLUMNS = ["path", "label", "generator", "split", "pair", "size"]
 def _listing_hash(rel: pd.DataFrame) -> str:
     """SHA-256 of the listing's CSV (:data:`HASHED_COLUMNS`, rows sorted by path) of the table with
     paths relative to the root (:func:`_relative`): the text of ``rel[HASHED_COLUMNS]
-    .sort_values("path").to_csv(index=False)``, ties in the order that sort gives them."""
-    order = rel["path"].to_numpy(dtype=object).argsort(kind="quicksort")  # what sort_values runs
+    .sort_values("path", kind="stable").to_csv(index=False)``. A stable sort keeps duplicate paths in
+    listing order, so the hash does not depend on the sort pandas picks (numpy's quicksort for object
+    strings, pyarrow's for its string type)."""
+    order = rel["path"].to_numpy(dtype=object).argsort(kind="stable")
     return hashlib.sha256(_csv_text(rel, HASHED_COLUMNS, order).encode()).hexdigest()
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -79,6 +79,18 @@ def save_pngs(images, folder: Path) -> dict[str, Path]:
     return paths
 
 
+def dataset_outputs(model, dataset) -> dict:
+    """The official model's logit (one output, sigmoid = P(fake)) for each image of an official
+    ``ImageFolder`` dataset, by file stem."""
+    outputs = {}
+    with torch.no_grad():
+        for i, (path, _) in enumerate(dataset.samples):
+            logit = model(dataset[i][0][None]).flatten()
+            outputs[Path(path).stem] = {"official_output": logit.tolist(), "p_fake": float(logit.sigmoid()),
+                                        "logit": float(logit)}
+    return outputs
+
+
 # -- UnivFD -------------------------------------------------------------------------------------
 # The official CLIPModel is OpenAI CLIP (vendored in models/clip) + fc Linear(768, 1). ViT-L/14 is
 # large and fixed by name in clip.load, but clip.load also takes a file and build_model infers the
@@ -177,12 +189,7 @@ def npr(official: Path, seed: int, work: Path) -> dict:
     opt = types.SimpleNamespace(isTrain=False, no_crop=True, no_flip=True, no_resize=False, loadSize=256,
                                 cropSize=224)
     dataset = binary_dataset(opt, str(work / "data"))
-    outputs = {}
-    with torch.no_grad():
-        for i, (path, _) in enumerate(dataset.samples):
-            logit = model(dataset[i][0][None]).flatten()
-            outputs[Path(path).stem] = {"official_output": logit.tolist(), "p_fake": float(logit.sigmoid()),
-                                        "logit": float(logit)}
+    outputs = dataset_outputs(model, dataset)
     return {
         "weights": weights,
         "images": images_section(images),
@@ -527,12 +534,7 @@ def cnnspot(official: Path, seed: int, work: Path) -> dict:
     opt = types.SimpleNamespace(isTrain=False, no_crop=False, no_flip=True, no_resize=True, loadSize=256,
                                 cropSize=224, blur_prob=0.0, jpg_prob=0.0, rz_interp=["bilinear"])
     dataset = binary_dataset(opt, str(work / "data"))
-    outputs = {}
-    with torch.no_grad():
-        for i, (path, _) in enumerate(dataset.samples):
-            logit = model(dataset[i][0][None]).flatten()
-            outputs[Path(path).stem] = {"official_output": logit.tolist(), "p_fake": float(logit.sigmoid()),
-                                        "logit": float(logit)}
+    outputs = dataset_outputs(model, dataset)
     return {
         "weights": weights,
         "images": images_section(images),
@@ -559,16 +561,6 @@ def _ladeda_transform(official: Path, images, work: Path, load_size: int):
     return dataset
 
 
-def _ladeda_outputs(model, dataset) -> dict:
-    outputs = {}
-    with torch.no_grad():
-        for i, (path, _) in enumerate(dataset.samples):
-            logit = model(dataset[i][0][None]).flatten()
-            outputs[Path(path).stem] = {"official_output": logit.tolist(), "p_fake": float(logit.sigmoid()),
-                                        "logit": float(logit)}
-    return outputs
-
-
 @generator("ladeda", "barcavia/RealTime-DeepfakeDetection-in-the-RealWorld")
 def ladeda(official: Path, seed: int, work: Path) -> dict:
     # networks/LaDeDa.py does not compile at e734562: its LaDeDa33/17/9/5 helpers put a parameter
@@ -590,7 +582,7 @@ def ladeda(official: Path, seed: int, work: Path) -> dict:
     return {
         "weights": weights,
         "images": images_section(images),
-        "outputs": _ladeda_outputs(model, dataset),
+        "outputs": dataset_outputs(model, dataset),
         "harness": {"config": {"load_size": 96, "crop_size": 96}, "load": "WildRF_LaDeDa.pth"},
         "official_path": "networks/LaDeDa.py LaDeDa(Bottleneck, [3, 4, 6, 3], strides [2, 2, 2, 1], kernel3 "
                          "[1, 1, 0, 0], NPR) = LaDeDa9, fc Linear(2048, 1), load_state_dict strict as test.py; "
@@ -618,7 +610,7 @@ def tiny_ladeda_golden(official: Path, seed: int, work: Path) -> dict:
     return {
         "weights": weights,
         "images": images_section(images),
-        "outputs": _ladeda_outputs(model, dataset),
+        "outputs": dataset_outputs(model, dataset),
         "harness": {"config": {}, "load": "WildRF_Tiny_LaDeDa.pth"},
         "official_path": "networks/Tiny_LaDeDa.tiny_ladeda('right_diag') with test.py's fc Linear(8, 1), "
                          "load_state_dict strict; data.datasets.binary_dataset with test.py's options "

@@ -268,3 +268,10 @@ def test_a_full_disk_while_writing_the_results_is_one_clear_error(env, capsys, m
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("harness:")]
     assert code == 2 and len(err) == 1  # one line (the progress bars aside), no traceback
     assert "cannot write the run folder" in err[0] and "No space left on device" in err[0]
+
+
+def test_suite_folders_read_the_root_from_the_suites_environment_variable(tmp_path, monkeypatch):
+    from harness.pipeline import suite_folders
+
+    monkeypatch.setenv("HARNESS_FOLDER_ROOT", str(tmp_path))
+    assert suite_folders({"protocol": {"suite": "folder"}, "suite": {}}) == [tmp_path.resolve()]

@@ -43,9 +43,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from harness import hookimpl
-from harness.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputPolicy
+from harness.detector import Detector, InputPolicy
 from harness.errors import HarnessError
-from harness.plugins.detectors.npr import load_checked_state, npr_residual, square_resize_crop
+from harness.plugins.detectors.npr import load_checked_state, npr_residual, square_resize_crop, square_resize_policy
 from harness.weights import Checkpoint, Reported
 
 _REPO = "https://github.com/barcavia/RealTime-DeepfakeDetection-in-the-RealWorld"
@@ -177,12 +177,7 @@ class _PatchScoreDetector(Detector):
                                f"got {self.config['input']!r}")
 
     def input_policy(self, train: bool = False) -> InputPolicy:
-        load, crop = int(self.config["load_size"]), int(self.config["crop_size"])
-        norm = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-        if train:
-            return InputPolicy("custom", size=crop, resize_to=load, flip=True, **norm,
-                               description=f"Resize(({load}, {load})) -> RandomCrop({crop}) -> random h-flip")
-        return InputPolicy("resize", size=load, **norm, description=f"Resize(({load}, {load}))")
+        return square_resize_policy(int(self.config["load_size"]), int(self.config["crop_size"]), train)
 
     def preprocess(self, images, *, train: bool = False, generator: torch.Generator | None = None):
         if not train:

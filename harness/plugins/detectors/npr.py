@@ -129,6 +129,17 @@ CHECKPOINTS = (
 )
 
 
+def square_resize_policy(load: int, crop: int, train: bool) -> InputPolicy:
+    """The CNNDetection-family loaders' geometry (NPR, LaDeDa): ``Resize((load, load))`` at test; in training
+    the same square resize (not the shorter-side one of 'resize_crop'), ``RandomCrop(crop)`` and a random
+    h-flip (:func:`square_resize_crop`). ImageNet normalisation."""
+    norm = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    if train:
+        return InputPolicy("custom", size=crop, resize_to=load, flip=True, **norm,
+                           description=f"Resize(({load}, {load})) -> RandomCrop({crop}) -> random h-flip")
+    return InputPolicy("resize", size=load, **norm, description=f"Resize(({load}, {load}))")
+
+
 class NPR(Detector):
     name = "npr"
     checkpoints = CHECKPOINTS  # published weights (harness.weights.Checkpoint)
@@ -204,23 +215,20 @@ class NPR(Detector):
     def input_policy(self, train: bool = False) -> InputPolicy:
         load, crop = int(self.config["load_size"]), int(self.config["crop_size"])
         norm = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-        if train:
-            return InputPolicy("custom", size=crop, resize_to=load, flip=True, **norm,
-                               description=f"Resize(({load}, {load})) -> RandomCrop({crop}) -> random h-flip")
+        if train or not (self.config["native"] or self.config["tile_crop"]):
+            return square_resize_policy(load, crop, train)
         if self.config["native"]:
             return InputPolicy("native", size=load, **norm,
                                description="native size (no resize, no crop), odd last row/column dropped")
         if self.config["tile_crop"]:
             return InputPolicy("tile_crop", size=crop, **norm,
                                description=f"tile images smaller than {crop} px, CenterCrop({crop})")
-        return InputPolicy("resize", size=load, **norm, description=f"Resize(({load}, {load}))")
 
     def preprocess(self, images, *, train: bool = False, generator: torch.Generator | None = None):
         if not train:
             return super().preprocess(images, train=False, generator=generator)
-        # Square resize (not the shorter-side resize of 'resize_crop'), as the official loader does.
         return square_resize_crop(images, int(self.config["load_size"]), int(self.config["crop_size"]),
-                                   True, generator)
+                                  True, generator)
 
     # -- model -----------------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -131,7 +131,7 @@ def univfd(official: Path, seed: int, work: Path) -> dict:
     torch.jit.load = not_a_jit_archive
     clip_models.clip.load = lambda name, device="cpu": official_load(str(paths["clip.pt"]), device=device)
     model = clip_models.CLIPModel("ViT-L/14")
-    model.fc.load_state_dict(torch.load(paths["fc_weights.pth"], map_location="cpu"))  # as validate.py
+    model.fc.load_state_dict(torch.load(paths["fc_weights.pth"], map_location="cpu", weights_only=True))  # as validate.py
     model.eval()
 
     images = image_set()
@@ -180,7 +180,7 @@ def npr(official: Path, seed: int, work: Path) -> dict:
     model = resnet50(num_classes=1)
     weights = {"seed": seed, "conv_gain": 2.0, "layout": layout_of(model.state_dict()), "files": [{"name": "NPR.pth"}]}
     paths = write_official_files(weights, seeded_state(weights), work)
-    model.load_state_dict(torch.load(paths["NPR.pth"], map_location="cpu"), strict=True)  # as test.py
+    model.load_state_dict(torch.load(paths["NPR.pth"], map_location="cpu", weights_only=True), strict=True)  # as test.py
     model.eval()
 
     images = image_set()
@@ -250,7 +250,7 @@ def ssp(official: Path, seed: int, work: Path) -> dict:
     fixed = {"srm.kernel": model.state_dict()["srm.kernel"].tolist()}
     weights = {"seed": seed, "layout": layout_of(model.state_dict()), "fixed": fixed, "files": [{"name": "ssp.pth"}]}
     paths = write_official_files(weights, seeded_state(weights), work)
-    model.load_state_dict(torch.load(paths["ssp.pth"], map_location="cpu"))  # as test.py
+    model.load_state_dict(torch.load(paths["ssp.pth"], map_location="cpu", weights_only=True))  # as test.py
     model.eval()
 
     images = image_set(sizes=SSP_SIZES, extra=("flats",))
@@ -321,7 +321,7 @@ def drct_convnext(official: Path, seed: int, work: Path) -> dict:
                               embedding_size=1024)
     weights = {"seed": seed, "layout": layout_of(model.state_dict()), "files": [{"name": "drct_convnext.pth"}]}
     paths = write_official_files(weights, seeded_state(weights), work)
-    model.load_state_dict(torch.load(paths["drct_convnext.pth"], map_location="cpu"), strict=True)  # as train.py
+    model.load_state_dict(torch.load(paths["drct_convnext.pth"], map_location="cpu", weights_only=True), strict=True)  # as train.py
     model.eval()
     images = image_set()
     return {
@@ -361,7 +361,7 @@ def drct_clip(official: Path, seed: int, work: Path) -> dict:
     models.clip.load = lambda name, device="cpu": official_load(str(paths["clip.pt"]), device=device)
     model = models.get_models(model_name="clip-ViT-L-14", num_classes=2, pretrained=False, embedding_size=1024,
                               freeze_extractor=True)
-    model.load_state_dict(torch.load(paths["drct_clip.pth"], map_location="cpu"), strict=True)  # as train.py
+    model.load_state_dict(torch.load(paths["drct_clip.pth"], map_location="cpu", weights_only=True), strict=True)  # as train.py
     model.eval()
     images = image_set()
     return {
@@ -407,7 +407,7 @@ def sep(official: Path, seed: int, work: Path) -> dict:
     fixed = {"srm.kernel": model.state_dict()["srm.kernel"].tolist()}
     weights = {"seed": seed, "layout": layout_of(model.state_dict()), "fixed": fixed, "files": [{"name": "sep.pth"}]}
     paths = write_official_files(weights, seeded_state(weights), work)
-    model.load_state_dict(torch.load(paths["sep.pth"], map_location="cpu"))  # as inference.py
+    model.load_state_dict(torch.load(paths["sep.pth"], map_location="cpu", weights_only=True))  # as inference.py
     model.eval()
 
     images = image_set(names=("astronaut", "chelsea"), sizes=SEP_SIZES)  # two: a ResNet-50 at 512 px is slow
@@ -526,7 +526,7 @@ def cnnspot(official: Path, seed: int, work: Path) -> dict:
     weights = {"seed": seed, "conv_gain": 1.0, "layout": layout_of(model.state_dict()),
                "files": [{"name": "blur_jpg_prob0.5.pth", "wrap": "model"}]}
     paths = write_official_files(weights, seeded_state(weights), work)
-    model.load_state_dict(torch.load(paths["blur_jpg_prob0.5.pth"], map_location="cpu")["model"])  # as eval.py
+    model.load_state_dict(torch.load(paths["blur_jpg_prob0.5.pth"], map_location="cpu", weights_only=True)["model"])  # as eval.py
     model.eval()
     images = image_set()
     save_pngs(images, work / "data" / "0_real")
@@ -575,7 +575,7 @@ def ladeda(official: Path, seed: int, work: Path) -> dict:
     weights = {"seed": seed, "conv_gain": 1.0, "layout": layout_of(model.state_dict()),
                "files": [{"name": "WildRF_LaDeDa.pth"}]}
     paths = write_official_files(weights, seeded_state(weights), work)
-    model.load_state_dict(torch.load(paths["WildRF_LaDeDa.pth"], map_location="cpu"), strict=True)  # as test.py
+    model.load_state_dict(torch.load(paths["WildRF_LaDeDa.pth"], map_location="cpu", weights_only=True), strict=True)  # as test.py
     model.eval()
     images = image_set()
     dataset = _ladeda_transform(official, images, work, load_size=96)
@@ -603,7 +603,7 @@ def tiny_ladeda_golden(official: Path, seed: int, work: Path) -> dict:
     weights = {"seed": seed, "conv_gain": 2.0, "layout": layout_of(model.state_dict()),
                "files": [{"name": "WildRF_Tiny_LaDeDa.pth"}]}
     paths = write_official_files(weights, seeded_state(weights), work)
-    model.load_state_dict(torch.load(paths["WildRF_Tiny_LaDeDa.pth"], map_location="cpu"), strict=True)
+    model.load_state_dict(torch.load(paths["WildRF_Tiny_LaDeDa.pth"], map_location="cpu", weights_only=True), strict=True)
     model.eval()
     images = image_set()
     dataset = _ladeda_transform(official, images, work, load_size=256)

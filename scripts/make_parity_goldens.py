@@ -91,6 +91,19 @@ def dataset_outputs(model, dataset) -> dict:
     return outputs
 
 
+def clip_load_from_file(clip_module, path: Path) -> None:
+    """Make the official code's ``clip.load(name)`` read ``path`` (a plain state dict) instead of the named
+    OpenAI model. ``torch.jit.load`` is made to fail at once: it is clip.load's first try, and on current torch
+    a failed attempt consumes the file that clip.load then reads as a state dict."""
+    official_load = clip_module.load
+
+    def not_a_jit_archive(*args, **kwargs):
+        raise RuntimeError("not a TorchScript archive")
+
+    torch.jit.load = not_a_jit_archive
+    clip_module.load = lambda name, device="cpu": official_load(str(path), device=device)
+
+
 # -- UnivFD -------------------------------------------------------------------------------------
 # The official CLIPModel is OpenAI CLIP (vendored in models/clip) + fc Linear(768, 1). ViT-L/14 is
 # large and fixed by name in clip.load, but clip.load also takes a file and build_model infers the
@@ -123,13 +136,7 @@ def univfd(official: Path, seed: int, work: Path) -> dict:
                "files": [{"name": "clip.pt", "prefix": "model."}, {"name": "fc_weights.pth", "prefix": "fc."}]}
     paths = write_official_files(weights, seeded_state(weights), work)
 
-    official_load = clip_models.clip.load
-
-    def not_a_jit_archive(*args, **kwargs):  # clip.load's own fallback, without consuming the file first
-        raise RuntimeError("not a TorchScript archive")
-
-    torch.jit.load = not_a_jit_archive
-    clip_models.clip.load = lambda name, device="cpu": official_load(str(paths["clip.pt"]), device=device)
+    clip_load_from_file(clip_models.clip, paths["clip.pt"])
     model = clip_models.CLIPModel("ViT-L/14")
     model.fc.load_state_dict(torch.load(paths["fc_weights.pth"], map_location="cpu", weights_only=True))  # as validate.py
     model.eval()
@@ -352,13 +359,7 @@ def drct_clip(official: Path, seed: int, work: Path) -> dict:
                "files": [{"name": "drct_clip.pth"}, {"name": "clip.pt", "prefix": "model.model."}]}
     paths = write_official_files(weights, seeded_state(weights), work)
 
-    official_load = models.clip.load
-
-    def not_a_jit_archive(*args, **kwargs):  # clip.load's own fallback, without consuming the file first
-        raise RuntimeError("not a TorchScript archive")
-
-    torch.jit.load = not_a_jit_archive
-    models.clip.load = lambda name, device="cpu": official_load(str(paths["clip.pt"]), device=device)
+    clip_load_from_file(models.clip, paths["clip.pt"])
     model = models.get_models(model_name="clip-ViT-L-14", num_classes=2, pretrained=False, embedding_size=1024,
                               freeze_extractor=True)
     model.load_state_dict(torch.load(paths["drct_clip.pth"], map_location="cpu", weights_only=True), strict=True)  # as train.py

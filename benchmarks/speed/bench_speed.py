@@ -26,13 +26,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from bench_manifest import best  # the script beside this one (its folder is on sys.path)
 from harness.images import load_image
 from harness.pipeline import prepare_for_inference
 from harness.registry import get_detector
@@ -60,15 +60,6 @@ def build(name: str, fold: bool):
     detector = get_detector(name)().eval()
     prepare_for_inference(detector, {"run": {}, "eval": {"fuse": fold}})
     return detector.place("cpu").eval()
-
-
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def bare_forward(detector, samples, batch_size: int):
